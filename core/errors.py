@@ -1,0 +1,76 @@
+"""Errors a user can cause. The CLI prints ``str(error)`` on one line and exits 2."""
+
+from __future__ import annotations
+
+import difflib
+
+
+class TunesmithError(Exception):
+    """Base class: a problem in the user's input, configuration or plugins."""
+
+
+class ConfigError(TunesmithError):
+    """One or more problems in a run configuration, all reported at once."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            msg = f"{where}{self.problems[0]}"
+        else:
+            msg = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
+        super().__init__(msg)
+
+
+class UnknownNameError(TunesmithError):
+    """A task, strategy, metric or model source that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, available: list[str]):
+        self.kind, self.name, self.available = kind, name, sorted(available)
+        hint = did_you_mean(name, self.available)
+        listing = ", ".join(repr(a) for a in self.available) or "none"
+        super().__init__(f"unknown {kind} {name!r}{hint}; available: {listing}")
+
+
+class DataError(TunesmithError):
+    """A data file that cannot be used, naming the file, line and field."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        self.file, self.line, self.field = file, line, field
+        where = file or ""
+        if line is not None:
+            where += f":{line}"
+        if field:
+            where += f": field {field!r}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class RowError(ValueError):
+    """Raised by a task's row check; the data loader adds file and line."""
+
+    def __init__(self, field: str | None, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+class PluginError(TunesmithError):
+    """A plugin that failed to load, clashed with another, or raised inside a hook."""
+
+    def __init__(self, plugin: str, message: str):
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class ModelError(TunesmithError):
+    """A model reference that cannot be resolved or loaded."""
+
+
+class RunDirError(TunesmithError):
+    """A run directory that is missing, incomplete, or in the way."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

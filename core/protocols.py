@@ -1,0 +1,68 @@
+"""What a task, a strategy and a model source look like (structural, not base classes).
+
+A plugin object only needs these attributes and methods; it does not import or
+inherit from anything in tunesmith. Heavy libraries (torch, transformers) are
+imported inside the methods, so listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str                 # e.g. "text-classification"
+    aliases: tuple            # e.g. ("classification",)
+    options: type             # dataclass of the task's data.* options
+    main_metric: str          # key in metrics.json "eval" that picks the best checkpoint
+    greater_is_better: bool
+
+    def check_row(self, row: dict, options: Any, state: dict | None = None) -> None:
+        """Raise ``tunesmith.RowError(field, message)`` for a row the task cannot use.
+        ``state`` is None while reading training data, and the task's state (e.g. the
+        label set) while reading validation data."""
+
+    def setup(self, train_rows: list, options: Any) -> dict:
+        """Derive JSON-serialisable state from training rows (e.g. label names)."""
+
+    def build_model(self, model_path: str, tokenizer: Any, state: dict, options: Any,
+                    load_kwargs: dict) -> Any:
+        """Backbone + task head, loaded with ``from_pretrained(model_path, **load_kwargs)``."""
+
+    def encode(self, rows: list, tokenizer: Any, state: dict, options: Any, train: bool) -> Any:
+        """Rows → tokenized ``datasets.Dataset`` (with a ``length`` column for grouping)."""
+
+    def collator(self, tokenizer: Any, options: Any) -> Any:
+        """The data collator (dynamic padding)."""
+
+    def metrics(self, state: dict, options: Any, modules: dict) -> Any:
+        """An accumulator with ``add_batch(logits, labels)`` and ``compute() -> dict``;
+        ``modules`` maps every metric registered for the task (register_metrics)
+        to its local ``evaluate`` module folder."""
+
+    def predict(self, model: Any, tokenizer: Any, inputs: list, state: dict, options: Any,
+                batch_size: int) -> list:
+        """Inputs (rows or plain strings) → one JSON-serialisable answer per input."""
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str                      # e.g. "lora"
+    options: type                  # dataclass of strategy.* options
+    default_learning_rate: float   # used when training.learning_rate is not set
+
+    def apply(self, model: Any, task: Task, options: Any) -> Any:
+        """Freeze parameters or wrap the model (e.g. with peft); return the model to train."""
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    name: str
+    description: str
+
+    def matches(self, ref: str) -> bool:
+        """True when this source understands the reference."""
+
+    def resolve(self, ref: str) -> str:
+        """A folder (or hub id) ``from_pretrained`` can load; raise ModelError if not."""

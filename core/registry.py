@@ -1,0 +1,75 @@
+"""What the plugins registered, keyed by name, with who registered it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PluginError, UnknownNameError
+
+
+@dataclass
+class Entry:
+    kind: str           # "task", "strategy", "metric", "model source"
+    name: str
+    obj: Any
+    plugin: str         # plugin (entry point) name
+    distribution: str   # distribution that ships the plugin
+    version: str
+
+
+@dataclass
+class Registry:
+    tasks: dict[str, Entry] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)      # alias -> task name
+    strategies: dict[str, Entry] = field(default_factory=dict)
+    metrics: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    model_sources: dict[str, Entry] = field(default_factory=dict)
+
+    def _add(self, table: dict, key, entry: Entry) -> None:
+        if key in table:
+            other = table[key]
+            raise PluginError(entry.plugin, f"{entry.kind} {entry.name!r} is already registered "
+                                            f"by plugin {other.plugin!r} ({other.distribution}); "
+                                            f"disable one of them with TUNESMITH_DISABLE_PLUGINS")
+        table[key] = entry
+
+    def add_task(self, entry: Entry) -> None:
+        for alias in (entry.name, *getattr(entry.obj, "aliases", ())):
+            if alias in self.aliases or (alias != entry.name and alias in self.tasks):
+                owner = self.tasks[self.aliases.get(alias, alias)]
+                raise PluginError(entry.plugin, f"task name {alias!r} is already registered by "
+                                                f"plugin {owner.plugin!r} ({owner.distribution})")
+        self._add(self.tasks, entry.name, entry)
+        for alias in (entry.name, *getattr(entry.obj, "aliases", ())):
+            self.aliases[alias] = entry.name
+
+    def add_strategy(self, entry: Entry) -> None:
+        self._add(self.strategies, entry.name, entry)
+
+    def add_metric(self, task: str, entry: Entry) -> None:
+        self._add(self.metrics, (task, entry.name), entry)
+
+    def add_model_source(self, entry: Entry) -> None:
+        self._add(self.model_sources, entry.name, entry)
+
+    # lookups -------------------------------------------------------------
+    def task(self, name: str):
+        if name not in self.aliases:
+            raise UnknownNameError("task", name, list(self.aliases))
+        return self.tasks[self.aliases[name]].obj
+
+    def strategy(self, name: str):
+        if name not in self.strategies:
+            raise UnknownNameError("strategy", name, list(self.strategies))
+        return self.strategies[name].obj
+
+    def metrics_for(self, task_name: str) -> dict[str, str]:
+        """Extra metric modules registered for a task: name -> local module path."""
+        return {m: e.obj for (t, m), e in self.metrics.items() if t == task_name}
+
+    def model_source_for(self, ref: str):
+        for entry in self.model_sources.values():
+            if entry.obj.matches(ref):
+                return entry.obj
+        raise UnknownNameError("model source for", ref, list(self.model_sources))

@@ -1,0 +1,217 @@
+"""The pipeline: resolve → load data → model → strategy → Trainer → evaluate → save.
+
+Everything that can be checked without torch (config, plugins, data rows, the model
+reference) is checked before the run directory is created, so a user mistake leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import rundir
+from .config import RunConfig, load_config
+from .data import load_rows
+from .errors import DataError, ModelError, RowError, RunDirError
+from .manager import Plugins, load_plugins
+
+
+@dataclass
+class Run:
+    """Everything about a run in progress; handed to ``configure_trainer``/``on_run_end``."""
+
+    config: RunConfig
+    task: Any
+    strategy: Any
+    plugins: Plugins
+    run_dir: Path
+    model_path: str = ""
+    state: dict = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict                 # final validation metrics ("eval" in metrics.json)
+    history: list
+    trainable_parameters: int
+    total_parameters: int
+    train_runtime_s: float
+    test_metrics: dict | None = None
+
+
+def main_metric(task, state: dict) -> str:
+    pick = getattr(task, "main_metric_for", None)
+    return pick(state) if pick else task.main_metric
+
+
+def load_split(task, cfg: RunConfig, key: str, state: dict | None, limit: int | None) -> list[dict]:
+    path = getattr(cfg.data, key)
+    return load_rows(path, check=lambda row: task.check_row(row, cfg.task_options, state), limit=limit)
+
+
+def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: bool = False):
+    """Validate config, plugins, data and model reference; nothing is written."""
+    plugins = plugins or load_plugins()
+    cfg = load_config(config, overrides, registry=plugins.registry)
+    task = plugins.registry.task(cfg.task)
+    strategy = plugins.registry.strategy(cfg.strategy.name)
+    run_dir = Path(cfg.output_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
+        raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another or pass --overwrite")
+    run = Run(cfg, task, strategy, plugins, run_dir)
+    train_rows = load_split(task, cfg, "train", None, cfg.training.max_train_samples)
+    try:
+        run.state = task.setup(train_rows, cfg.task_options)
+    except RowError as exc:
+        raise DataError(str(exc), file=cfg.data.train, field=exc.field) from None
+    eval_rows = load_split(task, cfg, "validation", run.state, cfg.training.max_eval_samples)
+    test_rows = load_split(task, cfg, "test", run.state, None) if cfg.data.test else None
+    source = plugins.registry.model_source_for(cfg.model)
+    run.model_path = source.resolve(cfg.model)
+    return run, train_rows, eval_rows, test_rows
+
+
+def load_kwargs(cfg: RunConfig) -> dict:
+    return {"trust_remote_code": cfg.trust_remote_code}
+
+
+def load_tokenizer(path: str, cfg_or_trust) -> Any:
+    from transformers import AutoTokenizer
+
+    trust = cfg_or_trust if isinstance(cfg_or_trust, bool) else cfg_or_trust.trust_remote_code
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"cannot load a tokenizer from {path!r}: {str(exc).splitlines()[0]}") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token   # decoder-only LMs ship without a pad token
+    return tok
+
+
+def build_model(run: Run, tokenizer) -> Any:
+    cfg = run.config
+    try:
+        model = run.task.build_model(run.model_path, tokenizer, run.state, cfg.task_options, load_kwargs(cfg))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load model {cfg.model!r} for task {cfg.task!r}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return run.strategy.apply(model, run.task, cfg.strategy_options)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bool = False,
+          quiet: bool = False) -> RunResult:
+    """Fine-tune a model as ``config`` (path, mapping or RunConfig) says.
+
+    :param overrides: ``["training.epochs=1", ...]`` applied on top of the config.
+    :param overwrite: replace an existing ``output_dir``.
+    :return: the :class:`RunResult`; the run directory holds everything else.
+    """
+    run, train_rows, eval_rows, test_rows = prepare(config, overrides, plugins, overwrite)
+    cfg, task = run.config, run.task
+
+    import transformers
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    transformers.set_seed(cfg.training.seed)
+    tokenizer = load_tokenizer(run.model_path, cfg)
+    model = build_model(run, tokenizer)
+    opts = cfg.task_options
+    train_ds = task.encode(train_rows, tokenizer, run.state, opts, train=True)
+    eval_ds = task.encode(eval_rows, tokenizer, run.state, opts, train=False)
+
+    if run.run_dir.exists() and overwrite:
+        shutil.rmtree(run.run_dir)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_manifest(run, status="running")
+
+    t = cfg.training
+    metric = main_metric(task, run.state)
+    extra_metrics = run.plugins.registry.metrics_for(task.name)
+    compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
+    args = TrainingArguments(
+        output_dir=str(run.run_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate or run.strategy.default_learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,   # a float in [0, 1) is a ratio of all steps
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=task.greater_is_better,
+        logging_steps=t.logging_steps,
+        logging_strategy="steps",
+        report_to=[] if t.report_to in ("none", "") else [s.strip() for s in t.report_to.split(",")],
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        batch_eval_metrics=True,
+        disable_tqdm=quiet,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=_has_accelerator(),
+    )
+    callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
+    trainer_cls = getattr(task, "trainer_class", None)
+    trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=task.collator(tokenizer, opts), processing_class=tokenizer,
+        compute_metrics=compute, callbacks=callbacks)
+    run.plugins.call("configure_trainer", trainer=trainer, run=run)
+
+    started = time.time()
+    trainer.train()
+    runtime = time.time() - started
+    hist = rundir.history(trainer.state.log_history)
+    final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
+    test = None
+    if test_rows:
+        test_ds = task.encode(test_rows, tokenizer, run.state, opts, train=False)
+        test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
+    trainable, total = count_parameters(trainer.model)
+    result = RunResult(run.run_dir, final, hist, trainable, total,
+                       round(runtime, 3), test)
+    rundir.save(run, trainer.model, tokenizer, result)
+    run.plugins.call("on_run_end", run=run, result=result)
+    return result
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _streaming_metrics(make):
+    """Adapt a task's metric accumulator to the Trainer's ``batch_eval_metrics`` protocol:
+    called per batch, and with ``compute_result=True`` on the last one."""
+    holder: dict = {}
+
+    def compute_metrics(eval_pred, compute_result: bool = False):
+        acc = holder.get("acc")
+        if acc is None:
+            acc = holder["acc"] = make()
+        acc.add_batch(eval_pred.predictions, eval_pred.label_ids)
+        if compute_result:
+            del holder["acc"]
+            return acc.compute()
+        return {}
+
+    return compute_metrics
+

@@ -1,0 +1,258 @@
+"""Task ``text-classification``: single-label (binary or multi-class) and multi-label.
+
+Labels may be ints or strings; their names end up in the model config's ``id2label``,
+so an exported model reports real label names. Multi-label rows hold a list of labels
+and are trained with a sigmoid per label (BCE), predicted with ``threshold``.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunesmith import RowError, hookimpl
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@dataclass
+class ClassificationOptions:
+    text_column: str = field(default="text", metadata={"help": "Column with the text."})
+    text_pair_column: typing.Optional[str] = field(
+        default=None, metadata={"help": "Optional second text (sentence-pair tasks such as NLI)."})
+    label_column: str = field(default="label", metadata={"help": "Column with the label (or list of labels)."})
+    label_names: typing.Optional[list[str]] = field(
+        default=None, metadata={"help": "Names for integer labels 0..N-1, e.g. [negative, positive]."})
+    multi_label: typing.Optional[bool] = field(
+        default=None, metadata={"help": "Multi-label; default: detected from list-valued labels."})
+    threshold: float = field(default=0.5, metadata={"help": "Multi-label decision threshold on sigmoid scores."})
+    max_length: int = field(default=256, metadata={"help": "Truncate inputs to this many tokens."})
+
+    def check(self, problems: list[str]) -> None:
+        if not 0 < self.threshold < 1:
+            problems.append(f"data.threshold must be in (0, 1), got {self.threshold!r}")
+        if self.max_length < 2:
+            problems.append(f"data.max_length must be >= 2, got {self.max_length!r}")
+        if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
+            problems.append("data.label_names has duplicates")
+
+
+def _is_label(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+class TextClassification:
+    name = "text-classification"
+    aliases = ("classification", "sentiment-analysis")
+    options = ClassificationOptions
+    greater_is_better = True
+
+    @property
+    def main_metric(self) -> str:   # the runner asks the state-aware variant below
+        return "accuracy"
+
+    def main_metric_for(self, state: dict) -> str:
+        return "f1_micro" if state.get("multi_label") else "accuracy"
+
+    # -- data ---------------------------------------------------------------
+    def check_texts(self, row: dict, options: ClassificationOptions) -> None:
+        for col in (options.text_column, options.text_pair_column):
+            if col is None:
+                continue
+            if col not in row:
+                raise RowError(col, f"missing column {col!r} (columns: {', '.join(map(repr, row))})")
+            if not isinstance(row[col], str):
+                raise RowError(col, f"expected text, got {type(row[col]).__name__} {row[col]!r}")
+            if not row[col].strip():
+                raise RowError(col, "empty text")
+
+    def check_row(self, row: dict, options: ClassificationOptions, state: dict | None = None) -> None:
+        self.check_texts(row, options)
+        col = options.label_column
+        if col not in row:
+            raise RowError(col, f"missing column {col!r} (columns: {', '.join(map(repr, row))})")
+        value = row[col]
+        multi = options.multi_label if state is None else state["multi_label"]
+        if isinstance(value, list):
+            if multi is False:
+                raise RowError(col, f"a list of labels {value!r}, but data.multi_label is false")
+            if not all(_is_label(v) for v in value):
+                raise RowError(col, f"labels must be ints or strings, got {value!r}")
+        elif not _is_label(value):
+            raise RowError(col, f"label must be an int or a string, got {type(value).__name__} {value!r}")
+        elif multi:
+            raise RowError(col, f"multi-label data needs a list of labels, got {value!r}")
+        if state is not None:
+            known = set(state["labels"]) if not state.get("int_labels") else set(range(len(state["labels"])))
+            for v in (value if isinstance(value, list) else [value]):
+                if v not in known:
+                    raise RowError(col, f"label {v!r} does not occur in the training data "
+                                        f"(known: {', '.join(map(repr, sorted(known, key=str)))})")
+        if options.label_names is not None:
+            for v in (value if isinstance(value, list) else [value]):
+                if not isinstance(v, int) or not 0 <= v < len(options.label_names):
+                    raise RowError(col, f"label {v!r} is not an index into data.label_names "
+                                        f"(0..{len(options.label_names) - 1})")
+
+    def setup(self, train_rows: list, options: ClassificationOptions) -> dict:
+        col = options.label_column
+        first = train_rows[0][col]
+        multi = options.multi_label if options.multi_label is not None else isinstance(first, list)
+        values = set()
+        for row in train_rows:
+            v = row[col]
+            if isinstance(v, list) != multi:
+                raise RowError(col, "mixes single labels and lists of labels")
+            values.update(v if multi else [v])
+        kinds = {type(v) for v in values}
+        if len(kinds) > 1:
+            raise RowError(col, "mixes integer and string labels")
+        int_labels = kinds == {int}
+        if options.label_names is not None:
+            names = list(options.label_names)
+        elif int_labels:
+            if min(values) < 0:
+                raise RowError(col, f"integer labels must be >= 0, got {min(values)}")
+            names = [str(i) for i in range(max(values) + 1)]
+        else:
+            names = sorted(values)
+        if len(names) < 2 and not multi:
+            raise RowError(col, f"need at least 2 classes, the training data has {len(names)}")
+        return {"labels": names, "int_labels": int_labels or options.label_names is not None,
+                "multi_label": multi}
+
+    def _label_ids(self, value, state) -> list[int]:
+        values = value if isinstance(value, list) else [value]
+        if state["int_labels"]:
+            return [int(v) for v in values]
+        index = {name: i for i, name in enumerate(state["labels"])}
+        return [index[v] for v in values]
+
+    # -- model --------------------------------------------------------------
+    def build_model(self, model_path, tokenizer, state, options, load_kwargs):
+        from transformers import AutoModelForSequenceClassification
+
+        names = state["labels"]
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=len(names),
+            id2label={i: n for i, n in enumerate(names)}, label2id={n: i for i, n in enumerate(names)},
+            problem_type="multi_label_classification" if state["multi_label"] else "single_label_classification",
+            **load_kwargs)
+        if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id   # decoder LMs pool on the last non-pad token
+        return model
+
+    def encode(self, rows, tokenizer, state, options, train):
+        import datasets
+
+        texts = [r[options.text_column] for r in rows]
+        pairs = [r[options.text_pair_column] for r in rows] if options.text_pair_column else None
+        enc = tokenizer(texts, pairs, truncation=True, max_length=options.max_length)
+        columns = dict(enc)
+        columns["length"] = [len(ids) for ids in enc["input_ids"]]
+        if options.label_column in rows[0]:
+            n = len(state["labels"])
+            labels = []
+            for r in rows:
+                ids = self._label_ids(r[options.label_column], state)
+                labels.append([1.0 if i in ids else 0.0 for i in range(n)] if state["multi_label"] else ids[0])
+            columns["labels"] = labels
+        return datasets.Dataset.from_dict(columns)
+
+    def collator(self, tokenizer, options):
+        from transformers import DataCollatorWithPadding
+
+        return _DropLength(DataCollatorWithPadding(tokenizer))
+
+    # -- metrics ------------------------------------------------------------
+    def metrics(self, state, options, modules):
+        return _Metrics(state, options, modules)
+
+    # -- inference ----------------------------------------------------------
+    def input_text(self, item, options) -> tuple[str, str | None]:
+        if isinstance(item, str):
+            return item, None
+        if not isinstance(item, dict):
+            raise RowError(None, f"expected a text or an object, got {type(item).__name__}")
+        self.check_texts(item, options)
+        return item[options.text_column], (item[options.text_pair_column] if options.text_pair_column else None)
+
+    def predict(self, model, tokenizer, inputs, state, options, batch_size):
+        import torch
+
+        pairs = [self.input_text(item, options) for item in inputs]
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1] or ""))
+        names = state["labels"]
+        results: list = [None] * len(pairs)
+        device = next(model.parameters()).device
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                texts = [pairs[i][0] for i in idx]
+                second = [pairs[i][1] for i in idx] if options.text_pair_column else None
+                enc = tokenizer(texts, second, truncation=True, max_length=options.max_length,
+                                padding=True, return_tensors="pt").to(device)
+                logits = model(**enc).logits.float()
+                if state["multi_label"]:
+                    probs = torch.sigmoid(logits)
+                    for row, i in zip(probs.tolist(), idx):
+                        results[i] = {"labels": [n for n, p in zip(names, row) if p >= options.threshold],
+                                      "scores": dict(zip(names, row))}
+                else:
+                    probs = torch.softmax(logits, dim=-1)
+                    best = probs.argmax(dim=-1)
+                    for j, i in enumerate(idx):
+                        k = int(best[j])
+                        results[i] = {"label": names[k], "score": float(probs[j, k])}
+        return results
+
+
+class _DropLength:
+    """Dynamic padding; the ``length`` column only serves length-grouped sampling."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, features):
+        return self.inner([{k: v for k, v in f.items() if k != "length"} for f in features])
+
+
+class _Metrics:
+    """Streams batches into local ``evaluate`` modules (no logits kept in memory)."""
+
+    def __init__(self, state, options, modules):
+        import evaluate   # ~5 s to import, so only when metrics actually run
+
+        config = "multilabel" if state["multi_label"] else None
+        # every metric registered for this task: our accuracy and F1, plus other plugins'
+        self.combined = evaluate.combine([evaluate.load(str(path), config) for path in modules.values()])
+        self.multi, self.threshold = state["multi_label"], options.threshold
+
+    def add_batch(self, logits, labels):
+        import torch
+
+        logits = torch.as_tensor(logits).float()
+        labels = torch.as_tensor(labels)
+        if self.multi:
+            preds = (torch.sigmoid(logits) >= self.threshold).int().tolist()
+            refs = labels.int().tolist()
+        else:
+            preds = logits.argmax(dim=-1).tolist()
+            refs = labels.tolist()
+        self.combined.add_batch(predictions=preds, references=refs)
+
+    def compute(self) -> dict:
+        return self.combined.compute()
+
+
+@hookimpl(trylast=True)
+def register_tasks(register):
+    register(TextClassification())
+
+
+@hookimpl(trylast=True)
+def register_metrics(register):
+    register("text-classification", "accuracy", METRICS_DIR / "accuracy")
+    register("text-classification", "f1", METRICS_DIR / "f1")

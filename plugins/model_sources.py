@@ -1,0 +1,106 @@
+"""Built-in model sources: ``package:NAME``, a local folder, and a hub id."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tunesmith import ModelError, hookimpl
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+class PackageSource:
+    """A model shipped inside an installed Python distribution: ``package:NAME``.
+
+    The folder is found from the distribution's file list (the folder holding a
+    ``config.json`` next to weights), so any such package works without special cases.
+    ``package:NAME/sub/folder`` picks one folder when a package ships several."""
+
+    name = "package"
+    description = "package:NAME — a model folder shipped inside an installed Python package"
+
+    def matches(self, ref: str) -> bool:
+        return ref.startswith("package:")
+
+    def resolve(self, ref: str) -> str:
+        spec = ref[len("package:"):].strip()
+        dist_name, _, sub = spec.partition("/")
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError:
+            raise ModelError(f"model {ref!r}: no installed Python package {dist_name!r} "
+                             f"(pip install {dist_name})") from None
+        folders = []
+        for f in dist.files or ():
+            if f.name == "config.json":
+                folder = Path(f.locate()).parent
+                if sub and not str(folder).endswith(sub.rstrip("/")):
+                    continue
+                has_weights = any((folder / w).is_file() for w in WEIGHTS)
+                folders.append((not has_weights, len(folder.parts), folder))
+        if not folders:
+            raise ModelError(f"model {ref!r}: package {dist_name!r} ships no folder with a config.json")
+        return str(sorted(folders)[0][2])
+
+
+class LocalSource:
+    name = "local"
+    description = "a local folder written by save_pretrained (config.json + weights)"
+
+    def matches(self, ref: str) -> bool:
+        return os.path.exists(ref) or ref.startswith((".", "/", "~")) or os.sep + os.sep in ref
+
+    def resolve(self, ref: str) -> str:
+        path = Path(ref).expanduser()
+        if not path.exists():
+            raise ModelError(f"model folder {ref!r} does not exist")
+        if not path.is_dir() or not _is_model_dir(path):
+            raise ModelError(f"{ref!r} is not a model folder (no config.json in it)")
+        return str(path)
+
+
+class HubSource:
+    """A Hugging Face hub id. Offline (``HF_HUB_OFFLINE=1``) only the local cache is
+    used; online, an unreachable hub fails at once instead of retrying."""
+
+    name = "hub"
+    description = "org/name on the Hugging Face hub (local cache when offline)"
+
+    def matches(self, ref: str) -> bool:
+        return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", ref) is not None
+
+    def resolve(self, ref: str) -> str:
+        from huggingface_hub import constants, snapshot_download
+
+        try:   # a cached copy needs no network at all
+            return snapshot_download(ref, local_files_only=True)
+        except Exception:
+            pass
+        if constants.HF_HUB_OFFLINE:
+            raise ModelError(f"model {ref!r} is not a local folder and not in the Hugging Face cache, "
+                             f"and the hub is offline (HF_HUB_OFFLINE=1); use a folder or package:NAME")
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+        except OSError as exc:
+            raise ModelError(f"model {ref!r}: cannot reach {host} ({exc}); use a local folder "
+                             f"or package:NAME, or set HF_HUB_OFFLINE=1 to use the cache") from None
+        try:
+            return snapshot_download(ref)
+        except Exception as exc:
+            raise ModelError(f"model {ref!r}: download failed: {type(exc).__name__}: {exc}") from None
+
+
+@hookimpl(trylast=True)
+def register_model_sources(register):
+    for source in (PackageSource(), LocalSource(), HubSource()):
+        register(source)

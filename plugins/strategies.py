@@ -1,0 +1,178 @@
+"""Built-in fine-tuning strategies: full, partial (last N layers), frozen, lora.
+
+The head is whatever the task put on top of the backbone: every top-level module of
+the model outside ``model.base_model``, plus a ``pooler`` inside it (BERT's pooler is
+trained with the classifier; sentence-embedding checkpoints ship it untrained).
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+
+from tunesmith import ConfigError, hookimpl
+
+
+# ---------------------------------------------------------------- model anatomy
+
+def head_module_names(model) -> list[str]:
+    """Names (as in ``named_modules``) of the task-head modules."""
+    base = model.base_model
+    names = [n for n, m in model.named_children() if m is not base and any(True for _ in m.parameters())]
+    prefix = next((n for n, m in model.named_children() if m is base), None)
+    if prefix is not None and hasattr(base, "pooler") and base.pooler is not None:
+        names.append(f"{prefix}.pooler")
+    return names
+
+
+def layer_stack(model):
+    """The repeated transformer blocks (an ``nn.ModuleList``), found generically:
+    the longest ModuleList of same-class modules, preferring one whose length is
+    the config's layer count. Works for BERT, RoBERTa, DistilBERT, GPT-2, Llama, T5."""
+    import torch.nn as nn
+
+    expected = None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        expected = getattr(model.config, key, None)
+        if isinstance(expected, int):
+            break
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and \
+                len({type(m) for m in module}) == 1:
+            score = (len(module) == expected, len(module))
+            if best is None or score > best[0]:
+                best = (score, name, module)
+    if best is None:
+        raise ConfigError([f"cannot find the transformer layers of {type(model).__name__} "
+                           f"for strategy 'partial'"])
+    return best[1], best[2]
+
+
+def set_trainable(model, module_names: typing.Iterable[str]) -> None:
+    wanted = tuple(module_names)
+    for name, param in model.named_parameters():
+        param.requires_grad = any(name == w or name.startswith(w + ".") for w in wanted)
+
+
+def _freeze_mode(module) -> None:
+    """Keep ``module`` in eval mode even when the Trainer calls ``model.train()``
+    (so dropout is off in a frozen backbone, as at feature-extraction time)."""
+    import types
+
+    def train(self, mode=True):
+        return type(self).train(self, False)
+
+    module.train = types.MethodType(train, module)
+    module.eval()
+
+
+# ---------------------------------------------------------------- strategies
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Full:
+    name = "full"
+    description = "Train every parameter."
+    options = NoOptions
+    default_learning_rate = 5e-5
+
+    def apply(self, model, task, options):
+        for p in model.parameters():
+            p.requires_grad = True
+        return model
+
+
+@dataclass
+class PartialOptions:
+    layers: int = field(default=2, metadata={"help": "How many of the last transformer layers to train."})
+
+    def check(self, problems):
+        if self.layers < 1:
+            problems.append(f"strategy.layers must be >= 1, got {self.layers!r}")
+
+
+class Partial:
+    name = "partial"
+    description = "Train the last N transformer layers and the head."
+    options = PartialOptions
+    default_learning_rate = 1e-4
+
+    def apply(self, model, task, options):
+        stack_name, stack = layer_stack(model)
+        if options.layers > len(stack):
+            raise ConfigError([f"strategy.layers={options.layers} but {type(model).__name__} has "
+                               f"only {len(stack)} layers"])
+        first = len(stack) - options.layers
+        names = [f"{stack_name}.{i}" for i in range(first, len(stack))] + head_module_names(model)
+        # a final norm after the stack (Llama's `norm`, GPT-2's `ln_f`) belongs with the top layers
+        base_prefix = next((n for n, m in model.named_children() if m is model.base_model), "")
+        for child, _ in model.base_model.named_children():
+            if "norm" in child.lower() or child in ("ln_f",):
+                names.append(f"{base_prefix}.{child}" if base_prefix else child)
+        set_trainable(model, names)
+        return model
+
+
+class Frozen:
+    name = "frozen"
+    description = "Train only the task head; the backbone is frozen and in eval mode."
+    options = NoOptions
+    default_learning_rate = 1e-3
+
+    def apply(self, model, task, options):
+        heads = head_module_names(model)
+        set_trainable(model, heads)
+        prefix = next((n for n, m in model.named_children() if m is model.base_model), None)
+        if prefix is not None:
+            pooler = f"{prefix}.pooler"
+            for name, module in model.base_model.named_children():
+                if f"{prefix}.{name}" != pooler:
+                    _freeze_mode(module)
+        return model
+
+
+@dataclass
+class LoraOptions:
+    r: int = field(default=8, metadata={"help": "Rank of the LoRA update matrices."})
+    alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: typing.Optional[list[str]] = field(
+        default=None, metadata={"help": "Module names to adapt; default: peft's choice for the architecture "
+                                        "(query/value for BERT, q_proj/v_proj for Llama, ...)."})
+
+    def check(self, problems):
+        if self.r < 1:
+            problems.append(f"strategy.r must be >= 1, got {self.r!r}")
+        if self.alpha <= 0:
+            problems.append(f"strategy.alpha must be > 0, got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"strategy.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+class Lora:
+    name = "lora"
+    description = "Low-rank adapters (peft) on attention; the head trains and is saved with the adapter."
+    options = LoraOptions
+    default_learning_rate = 1e-3
+
+    def apply(self, model, task, options):
+        from peft import LoraConfig, get_peft_model
+
+        # the head must train and be saved (modules_to_save), or a reloaded model is random
+        heads = head_module_names(model)
+        try:
+            config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                                target_modules=options.target_modules, modules_to_save=heads)
+            return get_peft_model(model, config)
+        except ValueError as exc:
+            raise ConfigError([f"strategy 'lora' cannot adapt {type(model).__name__}: {exc}"]) from None
+
+
+@hookimpl(trylast=True)
+def register_strategies(register):
+    for strategy in (Full(), Partial(), Frozen(), Lora()):
+        register(strategy)

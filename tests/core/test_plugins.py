@@ -1,0 +1,146 @@
+import json
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+
+import pytest
+
+from tunesmith import PluginError, hookimpl, load_plugins
+from tests.conftest import run_cli
+
+BUILTIN_TASKS = {"text-classification"}
+BUILTIN_STRATEGIES = {"full", "partial", "frozen", "lora"}
+
+
+def _dist_plugin(root, dist, module, source, version="1.2.3"):
+    """A real importable plugin distribution: module + dist-info with entry points."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[tunesmith]\n{module} = {module}\n")
+    return root
+
+
+def test_builtins_registered_by_tunesmith(plugins):
+    reg = plugins.registry
+    assert BUILTIN_TASKS <= set(reg.tasks) and BUILTIN_STRATEGIES <= set(reg.strategies)
+    for entry in [*reg.tasks.values(), *reg.strategies.values()]:
+        assert entry.distribution == "tunesmith" and entry.version == metadata.version("tunesmith")
+    assert reg.task("classification") is reg.task("text-classification")
+    assert {"package", "local", "hub"} <= set(reg.model_sources)
+    assert set(reg.metrics_for("text-classification")) == {"accuracy", "f1"}
+
+
+def test_plugins_json_cli_and_broken_plugin(tmp_path):
+    root = _dist_plugin(tmp_path, "tunesmith-broken", "broken_plugin", "raise RuntimeError('boom at import')\n")
+    proc = run_cli("plugins", "--json", env={"PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert {t["name"] for t in data["tasks"]} >= BUILTIN_TASKS
+    assert {s["name"] for s in data["strategies"]} >= BUILTIN_STRATEGIES
+    assert all(s["distribution"] == "tunesmith" for s in data["strategies"])
+    broken = next(p for p in data["plugins"] if p["name"] == "broken_plugin")
+    assert broken["status"] == "failed" and broken["distribution"] == "tunesmith-broken"
+    assert "RuntimeError: boom at import" in broken["error"]
+    text = run_cli("plugins", env={"PYTHONPATH": str(root)})
+    assert text.returncode == 0 and "broken_plugin" in text.stdout and "boom at import" in text.stdout
+
+
+def test_third_party_plugin_is_discovered_with_its_version(tmp_path):
+    root = _dist_plugin(tmp_path, "tunesmith-echo", "echo_plugin", """
+        from dataclasses import dataclass
+        from tunesmith import hookimpl
+
+        @dataclass
+        class Opts:
+            pass
+
+        class Echo:
+            name = "echo-strategy"
+            options = Opts
+            default_learning_rate = 1e-3
+            def apply(self, model, task, options):
+                return model
+
+        @hookimpl
+        def register_strategies(register):
+            register(Echo())
+        """)
+    data = json.loads(run_cli("plugins", "--json", env={"PYTHONPATH": str(root)}).stdout)
+    echo = next(s for s in data["strategies"] if s["name"] == "echo-strategy")
+    assert echo["distribution"] == "tunesmith-echo" and echo["version"] == "1.2.3"
+
+
+def test_disable_plugins_by_env_and_flag(tmp_path):
+    proc = run_cli("plugins", "--json", env={"TUNESMITH_DISABLE_PLUGINS": "strategies"})
+    data = json.loads(proc.stdout)
+    assert data["strategies"] == []
+    assert next(p for p in data["plugins"] if p["name"] == "strategies")["status"] == "disabled"
+    data = json.loads(run_cli("--disable-plugins", "classification", "plugins", "--json").stdout)
+    assert data["tasks"] == [] and data["strategies"]
+    data = json.loads(run_cli("--plugins", "classification", "plugins", "--json").stdout)
+    assert [t["name"] for t in data["tasks"]] == ["text-classification"] and data["strategies"] == []
+
+
+class _Dup:
+    name = "full"
+
+
+def test_duplicate_names_name_both_plugins():
+    plugins = load_plugins()
+
+    class Other:
+        @hookimpl
+        def register_strategies(self, register):
+            register(_Dup())
+
+    plugins.add(Other(), "my-plugin", "tunesmith-mine", "0.1")
+    with pytest.raises(PluginError) as err:
+        plugins.registry
+    assert "'my-plugin'" in str(err.value) and "'strategies'" in str(err.value) and "'full'" in str(err.value)
+
+
+def test_plugin_raising_in_hook_is_named():
+    plugins = load_plugins()
+
+    class Bad:
+        @hookimpl
+        def register_tasks(self, register):
+            raise KeyError("oops")
+
+    plugins.add(Bad(), "bad-plugin")
+    with pytest.raises(PluginError, match=r"plugin 'bad-plugin': raised in hook register_tasks: KeyError"):
+        plugins.registry
+
+
+def test_lifecycle_hooks_are_called_and_errors_name_the_plugin(capsys, monkeypatch):
+    plugins = load_plugins()
+    seen = []
+
+    class Tracker:
+        @hookimpl
+        def configure_trainer(self, trainer, run):
+            seen.append(("configure_trainer", trainer, run))
+
+        @hookimpl
+        def on_run_end(self, run, result):
+            raise ValueError("tracker down")
+
+    plugins.add(Tracker(), "tracker")
+    monkeypatch.setenv("TUNESMITH_TRACE_PLUGINS", "1")
+    plugins.call("configure_trainer", trainer="T", run="R")
+    assert seen == [("configure_trainer", "T", "R")]
+    assert "configure_trainer -> plugin 'tracker'" in capsys.readouterr().err
+    with pytest.raises(PluginError, match="plugin 'tracker': raised in hook on_run_end: ValueError"):
+        plugins.call("on_run_end", run="R", result=None)
+
+
+def test_help_and_plugins_do_not_import_heavy_libraries():
+    assert run_cli("--help").returncode == 0
+    code = ("import sys, tunesmith.cli as c\n"
+            "c.main(['plugins'])\n"
+            "print([m for m in ('torch', 'transformers', 'evaluate', 'datasets') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

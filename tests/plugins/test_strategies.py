@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from tunesmith import ConfigError
+from tunesmith.plugins.strategies import (Frozen, Full, LoraOptions, Lora, Partial, PartialOptions,
+                                          NoOptions, head_module_names, layer_stack)
+
+
+def _tiny(kind: str, num_labels: int = 3):
+    from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig,
+                              LlamaConfig, RobertaConfig)
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=100, num_labels=num_labels)
+    config = {
+        "bert": BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                           intermediate_size=64, **common),
+        "roberta": RobertaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                 intermediate_size=64, **common),
+        "distilbert": DistilBertConfig(dim=32, n_layers=3, n_heads=2, hidden_dim=64, **common),
+        "llama": LlamaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=2,
+                             intermediate_size=64, pad_token_id=0, **common),
+    }[kind]
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def _trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+ARCHS = ["bert", "roberta", "distilbert", "llama"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layer_stack_found_generically(arch):
+    name, stack = layer_stack(_tiny(arch))
+    assert len(stack) == 3, name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_partial_trains_last_layers_and_head(arch):
+    model = _tiny(arch)
+    stack_name, _ = layer_stack(model)
+    Partial().apply(model, None, PartialOptions(layers=1))
+    trainable = _trainable(model)
+    assert any(n.startswith(f"{stack_name}.2.") for n in trainable)
+    assert not any(n.startswith((f"{stack_name}.0.", f"{stack_name}.1.")) for n in trainable)
+    assert not any("embed" in n for n in trainable)
+    for head in head_module_names(model):
+        assert any(n.startswith(head + ".") for n in trainable), head
+
+
+def test_partial_with_too_many_layers_is_a_config_error():
+    with pytest.raises(ConfigError, match="strategy.layers=7 but BertForSequenceClassification has only 3 layers"):
+        Partial().apply(_tiny("bert"), None, PartialOptions(layers=7))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_frozen_trains_only_head_and_keeps_backbone_in_eval(arch):
+    model = _tiny(arch)
+    Frozen().apply(model, None, NoOptions())
+    heads = head_module_names(model)
+    assert all(any(n.startswith(h + ".") for h in heads) for n in _trainable(model))
+    model.train()   # what the Trainer does every step
+    stack_name, stack = layer_stack(model)
+    assert not stack.training and not any(m.training for m in stack.modules())
+    assert model.training
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lora_adapts_attention_and_saves_head(arch, tmp_path):
+    model = Lora().apply(_tiny(arch), None, LoraOptions(r=4))
+    trainable = _trainable(model)
+    assert any("lora_A" in n for n in trainable)
+    heads = head_module_names(model.get_base_model())
+    assert all(any(h in n and "modules_to_save" in n for n in trainable) for h in heads)
+    ids = torch.randint(1, 100, (2, 7))
+    model.eval()
+    before = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path)
+    from peft import PeftModel
+    torch.manual_seed(123)   # a different random head: the saved head must overwrite it
+    reloaded = PeftModel.from_pretrained(_tiny_seeded(arch, 123), tmp_path).eval()
+    assert torch.allclose(before, reloaded(input_ids=ids).logits, atol=1e-6)
+
+
+def _tiny_seeded(arch, seed):
+    torch.manual_seed(seed)
+    return _tiny(arch)
+
+
+def test_full_trains_everything():
+    model = _tiny("bert")
+    for p in model.parameters():
+        p.requires_grad = False
+    Full().apply(model, None, NoOptions())
+    assert _trainable(model) == {n for n, _ in model.named_parameters()}
+
+
+def test_lora_option_checks():
+    problems = []
+    LoraOptions(r=0, alpha=0, dropout=1.5).check(problems)
+    assert len(problems) == 3
