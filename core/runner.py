@@ -44,6 +44,8 @@ class RunResult:
     total_parameters: int
     train_runtime_s: float
     test_metrics: dict | None = None
+    model: Any = field(default=None, repr=False)       # the trained model, in memory
+    tokenizer: Any = field(default=None, repr=False)
 
 
 def main_metric(task, state: dict) -> str:
@@ -186,7 +188,7 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trainable, total = count_parameters(trainer.model)
     result = RunResult(run.run_dir, final, hist, trainable, total,
-                       round(runtime, 3), test)
+                       round(runtime, 3), test, trainer.model, tokenizer)
     rundir.save(run, trainer.model, tokenizer, result)
     run.plugins.call("on_run_end", run=run, result=result)
     return result

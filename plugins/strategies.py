@@ -135,6 +135,25 @@ class Frozen:
         return model
 
 
+# attention query/value projections under their names in common architectures
+ATTENTION_QV = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("q", "v"),
+                ("c_attn",), ("query_key_value",), ("Wqkv",), ("qkv_proj",))
+
+
+def default_lora_targets(model) -> list[str] | None:
+    """peft's default for the architecture, else the query/value projections found by name."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    known = DEFAULTS.get(getattr(model.config, "model_type", None))
+    if known:
+        return list(known)
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    for names in ATTENTION_QV:
+        if all(n in leaves for n in names):
+            return list(names)
+    return None   # peft then explains that target_modules must be given
+
+
 @dataclass
 class LoraOptions:
     r: int = field(default=8, metadata={"help": "Rank of the LoRA update matrices."})
@@ -164,9 +183,10 @@ class Lora:
 
         # the head must train and be saved (modules_to_save), or a reloaded model is random
         heads = head_module_names(model)
+        targets = options.target_modules or default_lora_targets(model)
         try:
             config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                                target_modules=options.target_modules, modules_to_save=heads)
+                                target_modules=targets, modules_to_save=heads)
             return get_peft_model(model, config)
         except ValueError as exc:
             raise ConfigError([f"strategy 'lora' cannot adapt {type(model).__name__}: {exc}"]) from None
