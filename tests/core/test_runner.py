@@ -137,3 +137,40 @@ def test_configure_trainer_and_on_run_end_hooks(tiny_config):
     plugins.add(Watcher(), "watcher")
     tunesmith.train(tiny_config, plugins=plugins, quiet=True)
     assert calls == [("configure_trainer", "Trainer", "text-classification"), ("on_run_end", True)]
+
+
+def test_plugin_metric_and_model_source_are_used(tiny_config, tiny_bert, tmp_path):
+    """A plugin adds a metric to the built-in task and a model source of its own."""
+    module = tmp_path / "neg_rate"
+    module.mkdir()
+    (module / "neg_rate.py").write_text(
+        "import datasets, evaluate\n"
+        "class NegRate(evaluate.Metric):\n"
+        "    def _info(self):\n"
+        "        return evaluate.MetricInfo(description='share of class 0 predictions', citation='',\n"
+        "            inputs_description='', features=datasets.Features({'predictions': datasets.Value('int32'),\n"
+        "            'references': datasets.Value('int32')}))\n"
+        "    def _compute(self, predictions, references):\n"
+        "        return {'neg_rate': sum(p == 0 for p in predictions) / len(predictions)}\n")
+
+    class Extra:
+        @tunesmith.hookimpl
+        def register_metrics(self, register):
+            register("text-classification", "neg_rate", module)
+
+        @tunesmith.hookimpl
+        def register_model_sources(self, register):
+            class Tiny:
+                name, description = "tiny", "tiny:NAME — test models"
+                def matches(self, ref):
+                    return ref.startswith("tiny:")
+                def resolve(self, ref):
+                    return str(tiny_bert)
+            register(Tiny())
+
+    plugins = tunesmith.load_plugins()
+    plugins.add(Extra(), "extra")
+    tiny_config["model"] = "tiny:bert"
+    result = tunesmith.train(tiny_config, plugins=plugins, quiet=True)
+    assert 0 <= result.metrics["neg_rate"] <= 1 and "accuracy" in result.metrics
+    assert json.loads((result.run_dir / "tunesmith.json").read_text())["model"]["resolved"] == str(tiny_bert)
