@@ -47,7 +47,10 @@ def _save(folder: Path, config, model_cls, vocab: Path) -> Path:
 
     torch.manual_seed(0)
     model_cls(config).save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    # transformers 5 ignores ``vocab_file=`` here (the tokenizer would know only the
+    # special tokens and map every word to [UNK]); pass the vocabulary itself
+    tokens = Path(vocab).read_text(encoding="utf-8").split("\n")[:-1]
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(folder)
     return Path(folder)
 
 
