@@ -71,7 +71,7 @@ def test_ner_trains_and_predicts_through_the_cli(installed, tiny_bert, ner_small
     cfg = _yaml(tmp_path / "ner.yaml", "token-classification", tiny_bert, ner_small, tmp_path / "run", "full")
     proc = run_cli("train", cfg, "--quiet", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
+    out = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"precision", "recall", "f1", "accuracy"} <= set(out["eval"])
     manifest = json.loads((tmp_path / "run" / "tunesmith.json").read_text())
     assert manifest["plugins"]["ner"] == {"distribution": "tunesmith-ner", "version": "0.1.0", "status": "loaded"}
@@ -94,9 +94,8 @@ def test_strategy_plugin_trains_through_the_cli(installed, tiny_bert, sst2_small
     cfg = _yaml(tmp_path / "c.yaml", "text-classification", tiny_bert, sst2_small, tmp_path / "run", strategy)
     proc = run_cli("train", cfg, "--quiet", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert 0 < out["trainable_parameters"] < metrics["total_parameters"]
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     assert json.loads((tmp_path / "run" / "tunesmith.json").read_text())["strategy"] == strategy
 
 
