@@ -10,7 +10,7 @@ import pytest
 
 from tunesmith import load_plugins
 from tunesmith.testing import (check_bad_inputs, check_bad_rows, check_registers, check_resume,
-                               check_roundtrip, tiny_config)
+                               check_roundtrip, tiny_run_config)
 
 REGISTRY = load_plugins().registry
 TASKS = sorted(REGISTRY.tasks)
@@ -49,7 +49,7 @@ def test_strategy_registers_uniquely(strategy):
 @pytest.mark.parametrize("task", TASKS)
 def test_train_save_reload_identical(request, task, strategy, tmp_path):
     model, data, _ = _sample(request, task)
-    cfg = tiny_config(task, model, data["train"], data["validation"], tmp_path / "run", strategy)
+    cfg = tiny_run_config(task, model, data["train"], data["validation"], tmp_path / "run", strategy)
     result = check_roundtrip(cfg)
     check_bad_inputs(result.run_dir)
 
@@ -58,7 +58,7 @@ def test_train_save_reload_identical(request, task, strategy, tmp_path):
 @pytest.mark.parametrize("task", TASKS)
 def test_resume_from_checkpoint(request, task, strategy, tmp_path):
     model, data, _ = _sample(request, task)
-    cfg = tiny_config(task, model, data["train"], data["validation"], tmp_path / "run", strategy)
+    cfg = tiny_run_config(task, model, data["train"], data["validation"], tmp_path / "run", strategy)
     full, resumed = check_resume(cfg)
     assert resumed.history[-1]["epoch"] == 2
 
@@ -66,6 +66,6 @@ def test_resume_from_checkpoint(request, task, strategy, tmp_path):
 @pytest.mark.parametrize("task", TASKS)
 def test_malformed_rows_give_clear_errors(request, task, tmp_path):
     model, data, bad = _sample(request, task)
-    cfg = tiny_config(task, model, data["train"], data["validation"], tmp_path / "run")
+    cfg = tiny_run_config(task, model, data["train"], data["validation"], tmp_path / "run")
     messages = check_bad_rows(cfg, bad_rows=bad, tmp_dir=tmp_path / "bad")
     assert len(messages) >= len(bad)

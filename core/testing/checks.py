@@ -49,7 +49,7 @@ def fresh_plugins(*extra, disable: Iterable[str] = ()) -> Plugins:
     return plugins
 
 
-def tiny_config(task: str, model, train, validation, output_dir, strategy: str = "full",
+def tiny_run_config(task: str, model, train, validation, output_dir, strategy: str = "full",
                 **training) -> dict:
     """A run configuration that trains in seconds on a tiny model."""
     options = {"layers": 1} if strategy == "partial" else {}
@@ -398,11 +398,11 @@ def check_task(name: str, *, model, train, validation, tmp_path, plugins: Plugin
     last = None
     for strategy in strategies:
         check_registers("strategy", strategy, plugins)
-        cfg = tiny_config(name, model, train, validation, tmp_path / f"{name}-{strategy}", strategy)
+        cfg = tiny_run_config(name, model, train, validation, tmp_path / f"{name}-{strategy}", strategy)
         last = check_roundtrip(cfg, plugins, inputs)
         if resume:
             check_resume(_with(cfg, output_dir=str(tmp_path / f"{name}-{strategy}-resume")), plugins, inputs)
-    cfg = tiny_config(name, model, train, validation, tmp_path / f"{name}-bad", "full")
+    cfg = tiny_run_config(name, model, train, validation, tmp_path / f"{name}-bad", "full")
     check_bad_rows(cfg, plugins, bad_rows, tmp_dir=tmp_path / f"{name}-bad-rows")
     if last is not None:
         check_bad_inputs(last.run_dir, plugins, bad_inputs)
@@ -414,7 +414,7 @@ def check_strategy(name: str, *, model, train, validation, tmp_path, plugins: Pl
     text-classification with the ``tiny_classification_data`` fixture)."""
     plugins = plugins or fresh_plugins()
     check_registers("strategy", name, plugins)
-    cfg = tiny_config(task, model, train, validation, Path(tmp_path) / f"{task}-{name}", name)
+    cfg = tiny_run_config(task, model, train, validation, Path(tmp_path) / f"{task}-{name}", name)
     check_roundtrip(cfg, plugins)
     if resume:
         check_resume(_with(cfg, output_dir=str(Path(tmp_path) / f"{task}-{name}-resume")), plugins)

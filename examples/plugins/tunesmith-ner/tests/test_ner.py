@@ -17,7 +17,7 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
 
 import tunesmith_ner  # noqa: E402
 from tunesmith import DataError, RowError  # noqa: E402
-from tunesmith.testing import check_task, fresh_plugins, tiny_config, write_jsonl  # noqa: E402
+from tunesmith.testing import check_task, fresh_plugins, tiny_run_config, write_jsonl  # noqa: E402
 from tunesmith_ner.entities import get_entities  # noqa: E402
 from tunesmith_ner.task import NerOptions, TokenClassification, _first_subtoken_labels  # noqa: E402
 
@@ -138,7 +138,7 @@ def test_conformance_kit(plugins, tiny_bert, ner_small, tmp_path):
 def test_predicted_entities_point_into_the_text(plugins, tiny_bert, ner_small, tmp_path):
     import tunesmith
 
-    cfg = tiny_config("ner", tiny_bert, ner_small["train"], ner_small["validation"], tmp_path / "run",
+    cfg = tiny_run_config("ner", tiny_bert, ner_small["train"], ner_small["validation"], tmp_path / "run",
                       epochs=3)
     result = tunesmith.train(cfg, plugins=plugins, quiet=True)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["eval"]
