@@ -154,6 +154,9 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     import transformers
     from transformers import EarlyStoppingCallback, TrainingArguments
 
+    if quiet:   # only tunesmith's own messages on stderr (load reports, progress bars off)
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     transformers.set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)

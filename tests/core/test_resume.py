@@ -4,9 +4,10 @@ Setup: tiny BERT, 64 SST-2 rows, batch 4 → 16 optimizer steps per epoch, 2 epo
 (32 steps), a checkpoint every 4 steps (``training.save_steps``) and each epoch.
 A ``sitecustomize`` on PYTHONPATH slows each training step by 40 ms (test only) so
 that a kill lands while training, not after it. Kill points: SIGKILL right after
-checkpoint-N is complete (N = 4, 12, 20: the process has moved on by 0-2 steps,
-sometimes into writing the next checkpoint) and, in one case, twice in a row (8 then 24);
-a hand-made half-written checkpoint must be skipped; SIGTERM and SIGINT (LoRA) for the
+checkpoint-N is complete (the process has moved on by 0-2 steps by then, sometimes into
+writing the next checkpoint): N = 12; N = 8 then again 24 (two crashes); N = 4, then
+resumed through the run directory; N = 8 plus a hand-made half-written checkpoint that
+must be skipped; SIGTERM and SIGINT (LoRA) for the
 graceful stop. Comparison: the resumed run's final validation metrics
 (metrics.json "eval") and every tensor of model/*.safetensors must be EXACTLY equal
 to those of an uninterrupted run with the same seed (CPU, deterministic kernels).
@@ -124,7 +125,7 @@ def reference(tmp_path_factory, tiny_bert, sst2_small):
     return out
 
 
-@pytest.mark.parametrize("kill_after", [[4], [12], [20], [8, 24]], ids=lambda k: "sigkill-after-" + "-".join(map(str, k)))
+@pytest.mark.parametrize("kill_after", [[12], [8, 24]], ids=lambda k: "sigkill-after-" + "-".join(map(str, k)))
 def test_sigkill_then_resume_equals_uninterrupted(kill_after, reference, tmp_path, tiny_bert, sst2_small):
     config = _config(tmp_path, tiny_bert, sst2_small, "run")
     run_dir, env = tmp_path / "run", _env(tmp_path)
