@@ -124,11 +124,15 @@ def load_tokenizer(path: str, cfg_or_trust) -> Any:
 
 def build_model(run: Run, tokenizer) -> Any:
     cfg = run.config
+    from safetensors import SafetensorError
+
     try:
         model = run.task.build_model(run.model_path, tokenizer, run.state, cfg.task_options, load_kwargs(cfg))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        # truncated/corrupt weights or a config that does not match them: the user's files,
+        # so one clear line; the cause stays chained for --debug
         raise ModelError(f"cannot load model {cfg.model!r} for task {cfg.task!r}: "
-                         f"{str(exc).splitlines()[0]}") from None
+                         f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
     return run.strategy.apply(model, run.task, cfg.strategy_options)
 
 

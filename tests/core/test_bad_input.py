@@ -74,6 +74,17 @@ class Ctx:
         return ["train", self.write(), *[a for p in pairs for a in ("--set", p)]]
 
 
+def _truncated_copy(c) -> Path:
+    """The tiny model with its weights cut off after 3000 bytes (an interrupted download)."""
+    import shutil
+
+    dst = c.tmp / "trunc"
+    shutil.copytree(c.model, dst)
+    data = (c.model / "model.safetensors").read_bytes()
+    (dst / "model.safetensors").write_bytes(data[:3000])
+    return dst
+
+
 def row(**kw):
     return {"text": "a fine film", "label": 1, **kw}
 
@@ -178,6 +189,8 @@ CASES = [
     ("model-path-not-a-model", lambda c: c.set(f"model={c.tmp}"), ["is not a model folder", "config.json"], None),
     ("model-config-corrupt", lambda c: (c.data("junk/config.json", "{not json"), c.set(f"model={c.tmp / 'junk'}"))[1],
      ["junk", "cannot load"], None),
+    ("model-weights-truncated", lambda c: c.set(f"model={_truncated_copy(c)}"),
+     ["cannot load model", "trunc", "SafetensorError"], None),
     ("model-package-missing", lambda c: c.set("model=package:no-such-model-pkg"),
      ["no installed Python package 'no-such-model-pkg'"], None),
     ("partial-more-layers-than-model", lambda c: c.set("strategy.name=partial", "strategy.layers=5"),
@@ -195,13 +208,13 @@ CASES = [
     # ------------------------------------------------------------------ other commands
     ("evaluate-not-a-run-dir", lambda c: ["evaluate", c.tmp, "--data", c.validation],
      ["is not a tunesmith run directory"], None),
-    ("predict-input-missing", lambda c: (c.out.mkdir(), ["predict", c.tmp / "nope", "--input", c.tmp / "x.jsonl"])[1],
+    ("predict-run-dir-missing", lambda c: (c.out.mkdir(), ["predict", c.tmp / "nope", "--input", c.tmp / "x.jsonl"])[1],
      ["not a tunesmith run directory"], None),
 ]
 
 # cases whose setup creates the output path on purpose: it must be left exactly as it was
 KEEPS_OUTPUT = {"output-dir-is-a-file", "run-dir-without-resume", "resume-foreign-dir",
-                "resume-corrupt-manifest", "predict-input-missing"}
+                "resume-corrupt-manifest", "predict-run-dir-missing"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
