@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from .errors import DataError, TunesmithError
+from .errors import DataError, TrainingInterrupted, TunesmithError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,11 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="fine-tune a model from a YAML/JSON config")
-    t.add_argument("config", help="YAML or JSON run configuration")
+    t.add_argument("config", help="YAML or JSON run configuration (with --resume: or a run directory)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=1 (repeatable)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in output_dir from its newest complete checkpoint")
 
     e = sub.add_parser("evaluate", help="compute the task's metrics of a run on a labelled file")
     e.add_argument("run_dir")
@@ -68,7 +70,7 @@ def cmd_train(args) -> int:
     from .runner import train
 
     result = train(args.config, args.overrides, plugins=_plugins(args), overwrite=args.overwrite,
-                   quiet=args.quiet)
+                   quiet=args.quiet, resume=args.resume)
     print(json.dumps({"run_dir": str(result.run_dir), "eval": result.metrics,
                       "trainable_parameters": result.trainable_parameters,
                       "train_runtime_s": result.train_runtime_s}, indent=2))
@@ -180,11 +182,31 @@ def main(argv=None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        if args.debug:
+            raise
+        print(f"tunesmith: stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except TunesmithError as exc:
         if args.debug:
             raise
-        print(f"tunesmith: error: {exc}", file=sys.stderr)
+        print(f"tunesmith: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print("tunesmith: error: out of memory (try a smaller training.batch_size)", file=sys.stderr)
+        return 2
+    except Exception as exc:   # a bug, not a user mistake: say so, and keep it visible
+        if args.debug:
+            raise
+        print(f"tunesmith: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())

@@ -40,6 +40,8 @@ class TrainingConfig:
     early_stopping_patience: typing.Optional[int] = _help(
         "Stop after N evaluations without improvement of the main metric.", None)
     save_total_limit: int = _help("Checkpoints kept in checkpoints/ (the best is always kept).", 2)
+    save_steps: typing.Optional[int] = _help(
+        "Also checkpoint every N optimizer steps (for --resume); a checkpoint is always saved each epoch.", None)
     logging_steps: int = _help("Log the training loss every N steps.", 50)
     group_by_length: bool = _help("Batch rows of similar length together (less padding).", True)
     report_to: str = _help("Trainer integrations, comma separated (e.g. 'tensorboard'); 'none' for none.", "none")
@@ -49,6 +51,7 @@ class TrainingConfig:
                     "eval_batch_size": self.eval_batch_size,
                     "gradient_accumulation_steps": self.gradient_accumulation_steps,
                     "logging_steps": self.logging_steps, "save_total_limit": self.save_total_limit,
+                    "save_steps": self.save_steps,
                     "learning_rate": self.learning_rate, "max_train_samples": self.max_train_samples,
                     "max_eval_samples": self.max_eval_samples,
                     "early_stopping_patience": self.early_stopping_patience}

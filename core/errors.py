@@ -71,6 +71,12 @@ class RunDirError(TunesmithError):
     """A run directory that is missing, incomplete, or in the way."""
 
 
+class TrainingInterrupted(TunesmithError):
+    """SIGINT/SIGTERM during training: a checkpoint was saved; ``--resume`` continues."""
+
+    exit_code = 130
+
+
 def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

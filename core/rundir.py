@@ -16,6 +16,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from .checkpoints import weights_sha256
 from .data import sha256
 from .errors import RunDirError
 
@@ -75,7 +76,9 @@ def write_manifest(run, status: str, finished: float | None = None) -> None:
         "task": run.task.name,
         "task_state": run.state,
         "strategy": run.strategy.name,
-        "model": {"reference": cfg.model, "resolved": run.model_path},
+        "model": {"reference": cfg.model, "resolved": run.model_path,
+                  "weights_sha256": weights_sha256(run.model_path)},
+        "resumed_from": getattr(run, "resumed_from", None),
         "config": cfg.to_dict(),
         "config_source": cfg.source,
         "seed": cfg.training.seed,

@@ -7,17 +7,19 @@ nothing behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rundir
+from . import checkpoints, rundir
 from .config import RunConfig, load_config
 from .data import load_rows
-from .errors import DataError, ModelError, RowError, RunDirError
+from .errors import DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
 
 
@@ -31,6 +33,7 @@ class Run:
     plugins: Plugins
     run_dir: Path
     model_path: str = ""
+    resumed_from: str | None = None   # checkpoint folder a --resume continued from
     state: dict = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -58,15 +61,25 @@ def load_split(task, cfg: RunConfig, key: str, state: dict | None, limit: int | 
     return load_rows(path, check=lambda row: task.check_row(row, cfg.task_options, state), limit=limit)
 
 
-def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: bool = False):
+def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: bool = False,
+            resume: bool = False):
     """Validate config, plugins, data and model reference; nothing is written."""
     plugins = plugins or load_plugins()
+    if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
+        if not resume:
+            raise RunDirError(f"{str(config)!r} is a directory; give a config file, or add --resume "
+                              "to continue the run in it")
+        manifest = rundir.read_manifest(config)   # resume a run dir: its own recorded config
+        config = {**manifest["config"], "output_dir": str(config)}
     cfg = load_config(config, overrides, registry=plugins.registry)
     task = plugins.registry.task(cfg.task)
     strategy = plugins.registry.strategy(cfg.strategy.name)
     run_dir = Path(cfg.output_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
-        raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another or pass --overwrite")
+    if resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        _check_resumable(run_dir, cfg)
+    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
+        raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another, pass --overwrite, "
+                          "or --resume to continue it")
     run = Run(cfg, task, strategy, plugins, run_dir)
     train_rows = load_split(task, cfg, "train", None, cfg.training.max_train_samples)
     try:
@@ -78,6 +91,18 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     source = plugins.registry.model_source_for(cfg.model)
     run.model_path = source.resolve(cfg.model)
     return run, train_rows, eval_rows, test_rows
+
+
+def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
+    """Only a run of this tool, not yet complete, on the same data, may be continued."""
+    manifest = rundir.read_manifest(run_dir)
+    if manifest.get("status") == "complete":
+        raise RunDirError(f"{str(run_dir)!r}: the run is already complete; nothing to resume")
+    for key, old in (manifest.get("data") or {}).items():
+        path = getattr(cfg.data, key, None)
+        if path and os.path.isfile(path) and rundir.sha256(path) != old.get("sha256"):
+            raise RunDirError(f"{path}: the {key} data changed since the run started "
+                              f"(sha256 differs from {run_dir / rundir.MANIFEST}); cannot resume")
 
 
 def load_kwargs(cfg: RunConfig) -> dict:
@@ -99,11 +124,15 @@ def load_tokenizer(path: str, cfg_or_trust) -> Any:
 
 def build_model(run: Run, tokenizer) -> Any:
     cfg = run.config
+    from safetensors import SafetensorError
+
     try:
         model = run.task.build_model(run.model_path, tokenizer, run.state, cfg.task_options, load_kwargs(cfg))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        # truncated/corrupt weights or a config that does not match them: the user's files,
+        # so one clear line; the cause stays chained for --debug
         raise ModelError(f"cannot load model {cfg.model!r} for task {cfg.task!r}: "
-                         f"{str(exc).splitlines()[0]}") from None
+                         f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
     return run.strategy.apply(model, run.task, cfg.strategy_options)
 
 
@@ -114,19 +143,24 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bool = False,
-          quiet: bool = False) -> RunResult:
+          quiet: bool = False, resume: bool = False) -> RunResult:
     """Fine-tune a model as ``config`` (path, mapping or RunConfig) says.
 
     :param overrides: ``["training.epochs=1", ...]`` applied on top of the config.
     :param overwrite: replace an existing ``output_dir``.
+    :param resume: continue the run in ``output_dir`` from its newest complete checkpoint
+        (``config`` may also be that run directory).
     :return: the :class:`RunResult`; the run directory holds everything else.
     """
-    run, train_rows, eval_rows, test_rows = prepare(config, overrides, plugins, overwrite)
+    run, train_rows, eval_rows, test_rows = prepare(config, overrides, plugins, overwrite, resume)
     cfg, task = run.config, run.task
 
     import transformers
     from transformers import EarlyStoppingCallback, TrainingArguments
 
+    if quiet:   # only tunesmith's own messages on stderr (load reports, progress bars off)
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     transformers.set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
@@ -134,7 +168,18 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     train_ds = task.encode(train_rows, tokenizer, run.state, opts, train=True)
     eval_ds = task.encode(eval_rows, tokenizer, run.state, opts, train=False)
 
-    if run.run_dir.exists() and overwrite:
+    resume_from = None
+    if resume:
+        resume_from, broken = checkpoints.latest_valid(run.run_dir)
+        if broken:   # half-written by a crash: never loaded, and out of the rotation's way
+            print(f"tunesmith: skipping incomplete checkpoint(s): {', '.join(p.name for p in broken)}",
+                  file=sys.stderr)
+            checkpoints.discard(broken)
+        if resume_from is None:
+            print(f"tunesmith: no complete checkpoint in {str(run.run_dir)!r}; starting from step 0",
+                  file=sys.stderr)
+        run.resumed_from = str(resume_from) if resume_from else None
+    elif run.run_dir.exists() and overwrite:
         shutil.rmtree(run.run_dir)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_manifest(run, status="running")
@@ -170,6 +215,8 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         dataloader_pin_memory=_has_accelerator(),
     )
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
+    stop: dict = {}
+    callbacks.append(checkpoints.make_callback(t.save_steps, stop))
     trainer_cls = getattr(task, "trainer_class", None)
     trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -178,8 +225,22 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
 
     started = time.time()
-    trainer.train()
+    try:
+        with checkpoints.graceful_stop(stop):
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            rundir.write_manifest(run, status="failed")
+            raise RunDirError(f"disk full while writing checkpoints under {str(run.run_dir)!r} ({exc.strerror}); "
+                              "free space, then continue with --resume") from None
+        raise
     runtime = time.time() - started
+    if stop.get("signal"):
+        rundir.write_manifest(run, status="interrupted")
+        raise TrainingInterrupted(
+            f"{stop['signal']}: training stopped at step {stop.get('step')}; checkpoint saved in "
+            f"{str(run.run_dir / checkpoints.CHECKPOINTS)!r}; continue with: "
+            f"tunesmith train {cfg.source or run.run_dir} --resume")
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
