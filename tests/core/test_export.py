@@ -23,17 +23,17 @@ if importlib.util.find_spec("tunesmith") is not None:
 from transformers import pipeline
 pipe = pipeline("text-classification", model=sys.argv[2], device="cpu")
 texts = json.load(open(sys.argv[3]))
-out = pipe(texts, batch_size=1, truncation=True)
+out = pipe(texts, batch_size=int(sys.argv[5]), truncation=True)
 json.dump(out, open(sys.argv[4], "w"))
 """
 
 
-def pipeline_without_tunesmith(folder, texts, tmp_path) -> list:
+def pipeline_without_tunesmith(folder, texts, tmp_path, batch_size=1) -> list:
     script, src, dst = tmp_path / "pipe.py", tmp_path / "texts.json", tmp_path / "pipe-out.json"
     script.write_text(PIPELINE_SCRIPT)
     src.write_text(json.dumps(texts))
     proc = subprocess.run([sys.executable, "-I", "-S", str(script), sysconfig.get_paths()["purelib"],
-                           str(folder), str(src), str(dst)], capture_output=True, text=True, timeout=600,
+                           str(folder), str(src), str(dst), str(batch_size)], capture_output=True, text=True, timeout=600,
                           env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(dst.read_text())
