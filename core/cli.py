@@ -44,6 +44,28 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", required=True, help="input file, or - for standard input")
     pr.add_argument("--output", default="-", help="output file (default: standard output)")
     pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--skip-bad-rows", action="store_true",
+                    help="skip lines the task cannot use (reported on stderr) instead of stopping")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("serve", help="serve a run over HTTP (JSON API; needs tunesmith[serve])")
+    s.add_argument("run_dir")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-batch-size", type=int, default=32,
+                   help="most inputs the model runs at once when batching requests (default 32)")
+    s.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long to collect concurrent requests into one batch (default 5)")
+    s.add_argument("--no-micro-batching", dest="micro_batching", action="store_false",
+                   help="run each request on its own")
+    s.add_argument("--max-body-bytes", type=int, default=1_000_000,
+                   help="reject larger request bodies with 413 (default 1,000,000)")
+
+    x = sub.add_parser("export", help="export a run as a plain Hugging Face folder or ONNX")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
+    x.add_argument("--format", choices=("hf", "onnx"), default="hf")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
     pl = sub.add_parser("plugins", help="list plugins, tasks, strategies and model sources")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
@@ -85,39 +107,79 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _read_inputs(stream, name: str):
-    """Yield inputs: a JSON object or string per line, or the raw line as text."""
-    for n, line in enumerate(stream, 1):
-        text = line.rstrip("\n")
-        if not text.strip():
-            continue
-        if text.lstrip()[:1] in ("{", '"', "["):
-            try:
-                yield json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg}", file=name, line=n) from None
-        else:
-            yield text
-
-
 def cmd_predict(args) -> int:
-    from .predictor import Predictor
+    import tempfile
 
-    predictor = Predictor(args.run_dir, plugins=_plugins(args))
+    from .predictor import Predictor, predict_stream
+
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    name = "<stdin>" if args.input == "-" else args.input
     src = sys.stdin if args.input == "-" else _open(args.input)
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    total = None
+    if src is not sys.stdin:
+        with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
+            total = sum(1 for line in f if line.strip())
+    predictor = Predictor(args.run_dir, plugins=_plugins(args))
+    tmp = None
+    if args.output == "-":
+        out = sys.stdout
+    else:
+        # write beside the target and rename at the end: a bad row leaves no partial file
+        folder = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(folder):
+            raise DataError("output folder does not exist", file=args.output)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(args.output)}.")
+        out = os.fdopen(fd, "w", encoding="utf-8")
+    progress = _progress(total, args.quiet)
     try:
-        chunk: list = []
-        for item in _read_inputs(src, "<stdin>" if args.input == "-" else args.input):
-            chunk.append(item)
-            if len(chunk) >= 256:   # bounded memory on large inputs
-                _write(out, predictor.predict(chunk, batch_size=args.batch_size))
-                chunk = []
-        if chunk:
-            _write(out, predictor.predict(chunk, batch_size=args.batch_size))
-    finally:
-        if out is not sys.stdout:
+        stats = predict_stream(predictor, src, name,
+                               lambda r: out.write(json.dumps(r, ensure_ascii=False) + "\n"),
+                               batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
+                               progress=progress)
+        out.flush()
+        if tmp:
             out.close()
+            os.replace(tmp, args.output)
+            tmp = None
+    finally:
+        if progress is not None:
+            progress.close()
+        if tmp:
+            out.close()
+            os.unlink(tmp)
+        if src is not sys.stdin:
+            src.close()
+    if stats["skipped"]:
+        lines = ", ".join(map(str, stats["skipped_lines"])) + (", ..." if stats["skipped"] > 20 else "")
+        print(f"tunesmith: skipped {stats['skipped']} bad row(s) of {name} (line {lines}); "
+              f"predicted {stats['rows']}", file=sys.stderr)
+    return 0
+
+
+def _progress(total, quiet):
+    """A tqdm bar on stderr that appears only when prediction takes a while (long inputs)."""
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="rows", desc="predict", file=sys.stderr, delay=1.0, dynamic_ncols=True)
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.run_dir, host=args.host, port=args.port, plugins=_plugins(args),
+          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+          micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    out = export(args.run_dir, args.out, format=args.format, plugins=_plugins(args), overwrite=args.overwrite)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -125,12 +187,6 @@ def _open(path: str):
     if not os.path.isfile(path):
         raise DataError("file not found", file=path)
     return open(path, encoding="utf-8")
-
-
-def _write(out, results) -> None:
-    for r in results:
-        out.write(json.dumps(r, ensure_ascii=False) + "\n")
-    out.flush()
 
 
 def cmd_plugins(args) -> int:
@@ -171,7 +227,8 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "plugins": cmd_plugins}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve,
+            "export": cmd_export, "plugins": cmd_plugins}
 
 
 def main(argv=None) -> int:

@@ -55,12 +55,46 @@ class Predictor:
         return self.task.build_model(str(model_dir), tokenizer, self.state, self.options, kwargs), tokenizer
 
     def predict(self, inputs: list, batch_size: int = 32) -> list:
+        """Answers in input order. Inputs are sorted by length first so that each batch
+        pads to similar lengths (dynamic padding wastes little), whatever the task does."""
         if not isinstance(inputs, list):
             inputs = [inputs]
+        order = sorted(range(len(inputs)), key=lambda i: _length_key(inputs[i]))
         try:
-            return self.task.predict(self.model, self.tokenizer, inputs, self.state, self.options, batch_size)
+            answers = self.task.predict(self.model, self.tokenizer, [inputs[i] for i in order],
+                                        self.state, self.options, batch_size)
         except RowError as exc:   # a task's input check: a user mistake, not a crash
             raise DataError(str(exc), file="prediction input", field=exc.field) from None
+        results: list = [None] * len(inputs)
+        for i, answer in zip(order, answers):
+            results[i] = answer
+        return results
+
+    def check_input(self, item) -> None:
+        """Raise RowError for an input the task cannot use (the task's optional
+        ``check_input(item, options)``; without it, errors surface from ``predict``)."""
+        check = getattr(self.task, "check_input", None)
+        if check is not None:
+            check(item, self.options)
+
+    def truncated(self, inputs: list) -> list | None:
+        """Per input, whether it is longer than the model takes and gets cut as in training
+        (the task's optional ``truncated(inputs, tokenizer, options)``); None if unknown."""
+        fn = getattr(self.task, "truncated", None)
+        return None if fn is None else list(fn(inputs, self.tokenizer, self.options))
+
+    def metadata(self) -> dict:
+        """What a server reports about this run: task, labels, model, strategy, metrics."""
+        import dataclasses
+        import json
+
+        metrics_path = self.run_dir / rundir.METRICS
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+        return {"task": self.task.name, "labels": self.state.get("labels"),
+                "model": self.manifest["model"]["reference"], "strategy": self.manifest.get("strategy"),
+                "metrics": metrics.get("eval", {}), "options": dataclasses.asdict(self.options),
+                "tunesmith_version": self.manifest.get("tunesmith_version"),
+                "trained_at": self.manifest.get("finished_at")}
 
     def evaluate(self, path, batch_size: int = 64, limit: int | None = None) -> dict:
         """The task's metrics on a labelled data file, as ``metrics.json`` reports them."""
@@ -83,3 +117,72 @@ class Predictor:
                 logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
                 acc.add_batch(logits.cpu(), labels)
         return {**acc.compute(), "rows": len(rows)}
+
+
+def _length_key(item) -> int:
+    """A cheap size estimate of an input (characters of its text fields)."""
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, dict):
+        return sum(len(v) for v in item.values() if isinstance(v, str))
+    return 0
+
+
+def predict_stream(predictor: Predictor, lines, name: str, write, batch_size: int = 32,
+                   chunk_size: int = 1024, skip_bad_rows: bool = False, progress=None) -> dict:
+    """Predict for an iterable of text lines (JSONL objects, JSON strings or raw text) and
+    call ``write(answer)`` for each in input order.
+
+    Memory stays bounded: at most ``chunk_size`` inputs are held; within a chunk inputs are
+    sorted by length into batches. A bad line raises DataError naming it, or is skipped and
+    counted with ``skip_bad_rows``. Returns ``{"rows": n, "skipped": k, "skipped_lines": [...]}``.
+    """
+    import json
+
+    from .errors import DataError, RowError
+
+    stats = {"rows": 0, "skipped": 0, "skipped_lines": []}
+    chunk: list = []
+
+    def flush():
+        for answer in predictor.predict(chunk, batch_size=batch_size):
+            write(answer)
+        if progress is not None:
+            progress.update(len(chunk))
+        stats["rows"] += len(chunk)
+        chunk.clear()
+
+    for n, line in enumerate(lines, 1):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        try:
+            item = _parse_line(text, json)
+            predictor.check_input(item)
+        except (ValueError, RowError) as exc:   # JSONDecodeError is a ValueError
+            field = getattr(exc, "field", None)
+            msg = f"malformed JSON: {exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            if not skip_bad_rows:
+                raise DataError(msg, file=name, line=n, field=field) from None
+            stats["skipped"] += 1
+            if len(stats["skipped_lines"]) < 20:
+                stats["skipped_lines"].append(n)
+            if progress is not None:
+                progress.update(1)
+            continue
+        chunk.append(item)
+        if len(chunk) >= chunk_size:
+            flush()
+    if chunk:
+        flush()
+    return stats
+
+
+def _parse_line(text: str, json):
+    """A JSON object or string per line; any other line is the raw text."""
+    if text.lstrip()[:1] in ("{", '"', "["):
+        item = json.loads(text)
+        if not isinstance(item, (dict, str)):
+            raise ValueError(f"expected a JSON object or string, got {type(item).__name__}")
+        return item
+    return text

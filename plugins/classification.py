@@ -178,6 +178,22 @@ class TextClassification:
         self.check_texts(item, options)
         return item[options.text_column], (item[options.text_pair_column] if options.text_pair_column else None)
 
+    def check_input(self, item, options) -> None:
+        """Raise RowError for an input ``predict`` cannot use (checked per line / request)."""
+        self.input_text(item, options)
+
+    def truncated(self, inputs, tokenizer, options) -> list[bool]:
+        """Which inputs are longer than ``max_length`` tokens (cut, as in training)."""
+        pairs = [self.input_text(item, options) for item in inputs]
+        second = [p[1] for p in pairs] if options.text_pair_column else None
+        enc = tokenizer([p[0] for p in pairs], second, truncation=False)
+        return [len(ids) > options.max_length for ids in enc["input_ids"]]
+
+    # what ``tunesmith export`` needs: the transformers pipeline task of an exported
+    # model, and that its forward maps input ids to logits (exportable to ONNX)
+    pipeline_task = "text-classification"
+    onnx_output = "logits"
+
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         import torch
 
