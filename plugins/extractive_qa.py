@@ -484,6 +484,6 @@ def register_metrics(register):
 @hookimpl
 def configure_trainer(trainer, run):
     """Hand the run's options and metric modules to the QA trainer's evaluate()."""
-    if run.task.name == NAME and hasattr(trainer, "qa_options"):
+    if hasattr(trainer, "qa_options") and getattr(run.task, "name", None) == NAME:
         trainer.qa_options = run.config.task_options
         trainer.qa_metric_modules = run.plugins.registry.metrics_for(NAME)
