@@ -295,9 +295,7 @@ class QuestionAnswering:
         return datasets.Dataset.from_dict(columns)
 
     def collator(self, tokenizer, options):
-        from transformers import DataCollatorWithPadding
-
-        return _ModelColumns(DataCollatorWithPadding(tokenizer))
+        return _PadRight(tokenizer)
 
     def trainer_class(self):
         return qa_trainer_class()
@@ -388,15 +386,17 @@ def run_model(model, features, collator, batch_size):
     return starts, ends, loss
 
 
-class _ModelColumns:
-    """Dynamic padding of the model inputs; the other feature columns serve
-    length-grouped sampling and post-processing."""
+class _PadRight:
+    """Dynamic padding of the model inputs, always on the right (whatever the
+    tokenizer's padding side), so a window's logits start at position 0 and line up
+    with its offsets; the other feature columns serve grouping and post-processing."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
 
     def __call__(self, features):
-        return self.inner([{k: v for k, v in f.items() if k in MODEL_COLUMNS} for f in features])
+        return self.tokenizer.pad([{k: v for k, v in f.items() if k in MODEL_COLUMNS} for f in features],
+                                  padding=True, return_tensors="pt", padding_side="right")
 
 
 class _SquadMetrics:
