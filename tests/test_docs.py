@@ -40,11 +40,13 @@ def test_config_reference_lists_every_key():
 
     from tunesmith.config import DataConfig, RunConfig, TrainingConfig
     from tunesmith.plugins.classification import ClassificationOptions
+    from tunesmith.plugins.extractive_qa import QAOptions
     from tunesmith.plugins.strategies import LoraOptions, PartialOptions
 
     doc = (REPO / "docs" / "configuration.md").read_text()
     sections = [(RunConfig, ""), (DataConfig, "data."), (TrainingConfig, "training."),
-                (ClassificationOptions, "data."), (PartialOptions, "strategy."), (LoraOptions, "strategy.")]
+                (ClassificationOptions, "data."), (QAOptions, "data."),
+                (PartialOptions, "strategy."), (LoraOptions, "strategy.")]
     for cls, prefix in sections:
         for f in dataclasses.fields(cls):
             if f.init and f.name not in ("data", "strategy", "training", "source", "options",
