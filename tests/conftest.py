@@ -78,3 +78,12 @@ def tiny_config(tiny_bert, sst2_small, tmp_path) -> dict:
             "strategy": {"name": "full"},
             "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2}}
 
+
+
+@pytest.fixture(scope="session")
+def qa_small(tmp_path_factory) -> dict:
+    """24 training and 12 validation SQuAD-style questions from ../shared/data/qa."""
+    d = tmp_path_factory.mktemp("qa")
+    return {"train": write_jsonl(d / "train.jsonl", read_jsonl(SHARED_DATA / "qa" / "train.jsonl", 24)),
+            "validation": write_jsonl(d / "validation.jsonl",
+                                      read_jsonl(SHARED_DATA / "qa" / "validation.jsonl", 12))}

@@ -22,6 +22,11 @@ SAMPLES = {
     "text-classification": ("tiny_bert", "sst2_small",
                             [({"text": 3, "label": 1}, "text"), ({"text": "fine"}, "label"),
                              ({"text": "fine", "label": 1.5}, "label")]),
+    "question-answering": ("tiny_bert", "qa_small",
+                           [({"id": "x", "question": "who?", "context": "Ann came.",
+                              "answers": {"text": ["Bob"], "answer_start": [0]}}, "answers.answer_start"),
+                            ({"id": "y", "context": "Ann came.",
+                              "answers": {"text": ["Ann"], "answer_start": [0]}}, "question")]),
 }
 
 

@@ -60,7 +60,7 @@ def make_tiny_bert(folder, vocab) -> Path:
     from transformers import BertConfig, BertModel
 
     config = BertConfig(vocab_size=_vocab_size(vocab), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
     return _save(Path(folder), config, BertModel, Path(vocab))
 
 
@@ -70,7 +70,7 @@ def make_tiny_llama(folder, vocab) -> Path:
 
     config = LlamaConfig(vocab_size=_vocab_size(vocab), hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                         max_position_embeddings=256, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+                         max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=3)
     return _save(Path(folder), config, LlamaModel, Path(vocab))
 
 
