@@ -144,7 +144,7 @@ def test_plugin_metric_and_model_source_are_used(tiny_config, tiny_bert, tmp_pat
     module = tmp_path / "neg_rate"
     module.mkdir()
     (module / "neg_rate.py").write_text(
-        "import datasets, evaluate\n"
+        "import datasets\nimport evaluate\n"
         "class NegRate(evaluate.Metric):\n"
         "    def _info(self):\n"
         "        return evaluate.MetricInfo(description='share of class 0 predictions', citation='',\n"
