@@ -171,6 +171,7 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         disable_tqdm=quiet,
         dataloader_num_workers=0,
         dataloader_pin_memory=_has_accelerator(),
+        use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
     )
     try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
         args = TrainingArguments(**{**args, **t.trainer_args})
