@@ -19,7 +19,7 @@ def test_torchrun_two_processes_train_one_run_dir(tiny_config, tmp_path):
     logs = tmp_path / "logs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
          f"--log-dir={logs}", "--redirects=3", "-m", "tunesmith", "train", str(config), "--quiet"],
         capture_output=True, text=True, env=env, timeout=600)
     outputs = {int(p.parent.name): p.read_text() for p in logs.rglob("stdout.log")}
@@ -28,7 +28,7 @@ def test_torchrun_two_processes_train_one_run_dir(tiny_config, tmp_path):
     # both ranks ran the whole training and printed the result
     assert sorted(outputs) == [0, 1]
     for text in outputs.values():
-        assert json.loads(text[text.index("{"):])["run_dir"] == str(tmp_path / "run")
+        assert json.loads(text[text.rindex("{\n  \"run_dir\""):])["run_dir"] == str(tmp_path / "run")
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     # 64 rows, batch 4 per process, 2 processes: 8 optimizer steps (one process alone takes 16)
