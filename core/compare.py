@@ -259,10 +259,12 @@ def plot(result: dict, path: Path) -> None:
         return
     metric = ok[0]["metric"] if ok else "metric"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for r in ok:
+    for i, r in enumerate(ok):
         for ax, x in ((ax1, r["trainable_parameters"]), (ax2, r["train_runtime_s"])):
             ax.scatter([x], [r["value"]], s=40)
-            ax.annotate(r["strategy"], (x, r["value"]), textcoords="offset points", xytext=(6, 4))
+            # alternate label offsets so close points stay readable
+            ax.annotate(r["strategy"], (x, r["value"]), textcoords="offset points",
+                        xytext=(6, 4 if i % 2 == 0 else -12))
     ax1.set_xscale("log")
     ax1.set_xlabel("trainable parameters (log scale)")
     ax1.set_ylabel(f"validation {metric}")
