@@ -72,6 +72,9 @@ class Plugins:
 
     def add(self, plugin_obj, name: str, distribution: str = "(local)", version: str = "") -> None:
         """Register an in-process plugin object (used by tests and the Python API)."""
+        refused = api_mismatch(plugin_obj)
+        if refused:
+            raise PluginError(name, refused)
         self.pm.register(plugin_obj, name=name)
         self.infos[name] = PluginInfo(name, distribution, version, getattr(plugin_obj, "__name__", repr(plugin_obj)))
         self._registry = None
@@ -106,10 +109,45 @@ def load_plugins(disable: Iterable[str] | None = None, allow: Iterable[str] | No
             continue
         try:
             obj = ep.load()
-            pm.register(obj, name=ep.name)
         except Exception as exc:  # report and keep the others working
             info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+            continue
+        refused = api_mismatch(obj)
+        if refused:
+            info.status, info.error = "failed", refused
+            continue
+        try:
+            pm.register(obj, name=ep.name)
+        except Exception as exc:
+            info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
     return plugins
+
+
+def api_mismatch(plugin_obj) -> str | None:
+    """Why ``plugin_obj`` cannot load with this tunesmith, or None.
+
+    A plugin may declare the plugin-API versions it was written for as a version
+    specifier, ``TUNESMITH_PLUGIN_API = ">=1,<2"``; no declaration means any."""
+    spec = getattr(plugin_obj, "TUNESMITH_PLUGIN_API", None)
+    if spec is None:
+        return None
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from . import PLUGIN_API_VERSION, __version__
+
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = f"=={spec}"   # a bare number means exactly that API version
+    try:
+        wanted = SpecifierSet(spec) if isinstance(spec, str) and spec.strip() else None
+    except InvalidSpecifier:
+        wanted = None
+    if wanted is None:
+        return (f"TUNESMITH_PLUGIN_API = {spec!r} is not a version specifier "
+                f"(write e.g. '>=1,<2')")
+    if str(PLUGIN_API_VERSION) in wanted:
+        return None
+    return (f"needs tunesmith plugin API {spec}, but tunesmith {__version__} provides plugin API "
+            f"{PLUGIN_API_VERSION}; install a tunesmith or a plugin version that match")
 
 
 def build_registry(plugins: Plugins) -> Registry:

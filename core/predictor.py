@@ -7,7 +7,7 @@ from typing import Any
 
 from . import rundir
 from .config import build_dataclass
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, DataError, RowError, RunDirError
 from .manager import Plugins, load_plugins
 
 
@@ -57,7 +57,10 @@ class Predictor:
     def predict(self, inputs: list, batch_size: int = 32) -> list:
         if not isinstance(inputs, list):
             inputs = [inputs]
-        return self.task.predict(self.model, self.tokenizer, inputs, self.state, self.options, batch_size)
+        try:
+            return self.task.predict(self.model, self.tokenizer, inputs, self.state, self.options, batch_size)
+        except RowError as exc:   # a task's input check: a user mistake, not a crash
+            raise DataError(str(exc), file="prediction input", field=exc.field) from None
 
     def evaluate(self, path, batch_size: int = 64, limit: int | None = None) -> dict:
         """The task's metrics on a labelled data file, as ``metrics.json`` reports them."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +13,8 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "TR
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+from tunesmith.testing import run_cli  # noqa: E402,F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -49,38 +49,9 @@ def tiny_vocab(tmp_path_factory) -> Path:
     return path
 
 
-def _save_tiny(folder: Path, config, model_cls, vocab: Path) -> Path:
-    import torch
-    from transformers import BertTokenizerFast
-
-    torch.manual_seed(0)
-    model = model_cls(config)
-    model.save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory, tiny_vocab) -> Path:
-    """A 2-layer, hidden-32 BERT with a tokenizer: fast stand-in for MiniLM."""
-    from transformers import BertConfig, BertModel
-
-    n = len(tiny_vocab.read_text().split("\n")) - 1
-    config = BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    return _save_tiny(tmp_path_factory.mktemp("tiny-bert"), config, BertModel, tiny_vocab)
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory, tiny_vocab) -> Path:
-    """A 2-layer Llama-style decoder with the same vocabulary."""
-    from transformers import LlamaConfig, LlamaModel
-
-    n = len(tiny_vocab.read_text().split("\n")) - 1
-    config = LlamaConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    return _save_tiny(tmp_path_factory.mktemp("tiny-llama"), config, LlamaModel, tiny_vocab)
+# tiny_bert, tiny_llama, tunesmith_plugins and tunesmith_cli come from the conformance
+# kit (tunesmith.testing, a pytest11 plugin); tiny_vocab above overrides the kit's, so
+# the tiny models here share the SST-2 sample's words.
 
 
 @pytest.fixture(scope="session")
@@ -107,9 +78,3 @@ def tiny_config(tiny_bert, sst2_small, tmp_path) -> dict:
             "strategy": {"name": "full"},
             "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "logging_steps": 2}}
 
-
-def run_cli(*args, env=None, input=None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run ``python -m tunesmith ...`` in a real subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tunesmith", *map(str, args)], capture_output=True,
-                          text=True, env=full_env, input=input, cwd=cwd, timeout=timeout)

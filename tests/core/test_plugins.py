@@ -144,3 +144,66 @@ def test_help_and_plugins_do_not_import_heavy_libraries():
             "print([m for m in ('torch', 'transformers', 'evaluate', 'datasets') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def _api_plugin(root, module, spec):
+    return _dist_plugin(root, f"tunesmith-{module}", module, f"""
+        from dataclasses import dataclass
+        from tunesmith import hookimpl
+
+        TUNESMITH_PLUGIN_API = {spec!r}
+
+        @dataclass
+        class Opts:
+            pass
+
+        class S:
+            name = "{module}-strategy"
+            options = Opts
+            default_learning_rate = 1e-3
+            def apply(self, model, task, options):
+                return model
+
+        @hookimpl
+        def register_strategies(register):
+            register(S())
+        """)
+
+
+def test_plugin_api_version_is_checked(tmp_path):
+    import tunesmith
+
+    assert tunesmith.PLUGIN_API_VERSION == 1
+    for module, spec in (("api_ok", ">=1,<2"), ("api_future", ">=2"), ("api_exact", 1), ("api_bad", "one")):
+        (tmp_path / module).mkdir()
+        _api_plugin(tmp_path / module, module, spec)
+    path = ":".join(str(tmp_path / m) for m in ("api_ok", "api_future", "api_exact", "api_bad"))
+    proc = run_cli("plugins", "--json", env={"PYTHONPATH": path})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    infos = {p["name"]: p for p in data["plugins"]}
+    strategies = {s["name"] for s in data["strategies"]}
+    assert infos["api_ok"]["status"] == "loaded" and "api_ok-strategy" in strategies
+    assert infos["api_exact"]["status"] == "loaded" and "api_exact-strategy" in strategies
+    future = infos["api_future"]
+    assert future["status"] == "failed" and "api_future-strategy" not in strategies
+    assert future["error"] == ("needs tunesmith plugin API >=2, but tunesmith 0.1.0 provides plugin API 1; "
+                               "install a tunesmith or a plugin version that match")
+    assert infos["api_bad"]["status"] == "failed"
+    assert "TUNESMITH_PLUGIN_API = 'one' is not a version specifier" in infos["api_bad"]["error"]
+    # everything else still works, and the text listing names the refused plugin
+    assert {"full", "lora"} <= strategies
+    text = run_cli("plugins", env={"PYTHONPATH": path}).stdout
+    assert "api_future (tunesmith-api_future 1.2.3): failed: needs tunesmith plugin API >=2" in text
+
+
+def test_in_process_plugin_with_incompatible_api_is_refused():
+    import types
+
+    plugins = load_plugins()
+    old = types.ModuleType("old_plugin")
+    old.TUNESMITH_PLUGIN_API = "<1"
+    with pytest.raises(PluginError, match=r"plugin 'old_plugin': needs tunesmith plugin API <1, "
+                                          r"but tunesmith .* provides plugin API 1"):
+        plugins.add(old, "old_plugin")
+    assert "old_plugin" not in plugins.infos
