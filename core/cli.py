@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=("hf", "onnx"), default="hf")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
+    c = sub.add_parser("compare", help="train one config under several strategies; table + chart")
+    c.add_argument("config", help="YAML or JSON run configuration")
+    c.add_argument("--strategies", default="full,partial,frozen,lora", metavar="A,B",
+                   help="strategies to compare (default: full,partial,frozen,lora)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STRATEGY:]KEY=VALUE",
+                   help="override a config value for every run, or for one strategy with a prefix, "
+                        "e.g. --set lora:training.learning_rate=5e-4 (repeatable)")
+    c.add_argument("--output", default="comparison", help="output folder (default: comparison)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing runs in the output folder")
+
     pl = sub.add_parser("plugins", help="list plugins, tasks, strategies and model sources")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -97,6 +107,21 @@ def cmd_train(args) -> int:
                       "trainable_parameters": result.trainable_parameters,
                       "train_runtime_s": result.train_runtime_s}, indent=2))
     return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+    plugin_args = [f"--disable-plugins={args.disable_plugins}", f"--plugins={args.allow_plugins}"]
+    result = compare(args.config, strategies, args.overrides, args.output, plugins=_plugins(args),
+                     overwrite=args.overwrite, plugin_args=plugin_args,
+                     echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+    from .compare import render_markdown
+
+    print(render_markdown(result))
+    print(f"\nwritten: {os.path.join(args.output, 'comparison.md')}, comparison.json, comparison.png")
+    return 0 if any("error" not in r for r in result["runs"]) else 1
 
 
 def cmd_evaluate(args) -> int:
@@ -227,8 +252,8 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve,
-            "export": cmd_export, "plugins": cmd_plugins}
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "serve": cmd_serve, "export": cmd_export, "plugins": cmd_plugins}
 
 
 def main(argv=None) -> int:

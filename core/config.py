@@ -45,6 +45,9 @@ class TrainingConfig:
     logging_steps: int = _help("Log the training loss every N steps.", 50)
     group_by_length: bool = _help("Batch rows of similar length together (less padding).", True)
     report_to: str = _help("Trainer integrations, comma separated (e.g. 'tensorboard'); 'none' for none.", "none")
+    trainer_args: dict = _help(
+        "Extra transformers.TrainingArguments, passed through as given (e.g. deepspeed, fsdp, "
+        "fsdp_config, bf16, gradient_checkpointing); they override tunesmith's own choices.", factory=dict)
 
     def check(self, problems: list[str]) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size,

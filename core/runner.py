@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, rundir
+from . import checkpoints, featurecache, prepcache, rundir
 from .config import RunConfig, load_config
 from .data import load_rows
-from .errors import DataError, ModelError, RowError, RunDirError, TrainingInterrupted
+from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
 
 
@@ -77,7 +77,9 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     run_dir = Path(cfg.output_dir)
     if resume and run_dir.is_dir() and any(run_dir.iterdir()):
         _check_resumable(run_dir, cfg)
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
+    # under torchrun/accelerate only rank 0 checks the run dir (no race with itself)
+    elif is_main_process() and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) \
+            and not overwrite:
         raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another, pass --overwrite, "
                           "or --resume to continue it")
     run = Run(cfg, task, strategy, plugins, run_dir)
@@ -165,8 +167,14 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
     opts = cfg.task_options
-    train_ds = task.encode(train_rows, tokenizer, run.state, opts, train=True)
-    eval_ds = task.encode(eval_rows, tokenizer, run.state, opts, train=False)
+    train_ds = prepcache.encode(task, train_rows, tokenizer, run.state, opts, train=True)
+    eval_ds = prepcache.encode(task, eval_rows, tokenizer, run.state, opts, train=False)
+    collator = task.collator(tokenizer, opts)
+    # frozen backbone: features computed once, the head trains on them (None: normal path)
+    cache = featurecache.setup(run, model, train_ds, eval_ds, collator, cfg.training.eval_batch_size)
+    trainer_model = model
+    if cache is not None:
+        trainer_model, train_ds, eval_ds, collator = cache.model, cache.train, cache.eval, cache.collator
 
     resume_from = None
     if resume:
@@ -174,21 +182,23 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         if broken:   # half-written by a crash: never loaded, and out of the rotation's way
             print(f"tunesmith: skipping incomplete checkpoint(s): {', '.join(p.name for p in broken)}",
                   file=sys.stderr)
-            checkpoints.discard(broken)
+            if is_main_process():
+                checkpoints.discard(broken)
         if resume_from is None:
             print(f"tunesmith: no complete checkpoint in {str(run.run_dir)!r}; starting from step 0",
                   file=sys.stderr)
         run.resumed_from = str(resume_from) if resume_from else None
-    elif run.run_dir.exists() and overwrite:
-        shutil.rmtree(run.run_dir)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_manifest(run, status="running")
+    if is_main_process():   # only rank 0 writes the run dir (torchrun / accelerate launch)
+        if run.run_dir.exists() and overwrite and not resume:
+            shutil.rmtree(run.run_dir)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_manifest(run, status="running")
 
     t = cfg.training
     metric = main_metric(task, run.state)
     extra_metrics = run.plugins.registry.metrics_for(task.name)
     compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
-    args = TrainingArguments(
+    args = dict(
         output_dir=str(run.run_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
@@ -213,14 +223,20 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         disable_tqdm=quiet,
         dataloader_num_workers=0,
         dataloader_pin_memory=_has_accelerator(),
+        use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
     )
+    try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
+        args = TrainingArguments(**{**args, **t.trainer_args})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError([f"training.trainer_args: {str(exc).splitlines()[0]}"], source=cfg.source) from None
+
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     stop: dict = {}
     callbacks.append(checkpoints.make_callback(t.save_steps, stop))
     trainer_cls = getattr(task, "trainer_class", None)
     trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=task.collator(tokenizer, opts), processing_class=tokenizer,
+        model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=collator, processing_class=tokenizer,
         compute_metrics=compute, callbacks=callbacks)
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
 
@@ -234,7 +250,7 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
             raise RunDirError(f"disk full while writing checkpoints under {str(run.run_dir)!r} ({exc.strerror}); "
                               "free space, then continue with --resume") from None
         raise
-    runtime = time.time() - started
+    runtime = time.time() - started + (cache.seconds if cache else 0.0)
     if stop.get("signal"):
         rundir.write_manifest(run, status="interrupted")
         raise TrainingInterrupted(
@@ -245,14 +261,22 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
     if test_rows:
-        test_ds = task.encode(test_rows, tokenizer, run.state, opts, train=False)
+        test_ds = prepcache.encode(task, test_rows, tokenizer, run.state, opts, train=False)
+        test_ds = cache.encode(test_ds) if cache else test_ds
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
-    trainable, total = count_parameters(trainer.model)
+    trained = cache.unwrap() if cache else trainer.model
+    trainable, total = count_parameters(trained)
     result = RunResult(run.run_dir, final, hist, trainable, total,
-                       round(runtime, 3), test, trainer.model, tokenizer)
-    rundir.save(run, trainer.model, tokenizer, result)
-    run.plugins.call("on_run_end", run=run, result=result)
+                       round(runtime, 3), test, trained, tokenizer)
+    if trainer.is_world_process_zero():   # one writer of the run dir under torchrun/accelerate
+        rundir.save(run, trained, tokenizer, result)
+        run.plugins.call("on_run_end", run=run, result=result)
     return result
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or a plain single process)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _has_accelerator() -> bool:

@@ -141,7 +141,9 @@ class TextClassification:
             **load_kwargs)
         if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
             model.config.pad_token_id = tokenizer.pad_token_id   # decoder LMs pool on the last non-pad token
-        return model
+        from tunesmith.pooling import restore_pooling
+
+        return restore_pooling(model)   # a model trained with mean pooling (strategy frozen) keeps it
 
     def encode(self, rows, tokenizer, state, options, train):
         import datasets

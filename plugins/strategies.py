@@ -7,10 +7,13 @@ trained with the classifier; sentence-embedding checkpoints ship it untrained).
 
 from __future__ import annotations
 
+import logging
 import typing
 from dataclasses import dataclass, field
 
 from tunesmith import ConfigError, hookimpl
+
+log = logging.getLogger("tunesmith")
 
 
 # ---------------------------------------------------------------- model anatomy
@@ -117,13 +120,40 @@ class Partial:
         return model
 
 
+@dataclass
+class FrozenOptions:
+    pooling: str = field(default="auto", metadata={
+        "help": "How the head reads the frozen token vectors (BERT-style models): 'auto' = the pooling "
+                "the checkpoint was trained for (a sentence-transformers config says mean or cls), else "
+                "'cls'; 'cls' = the architecture's [CLS] pooler; 'mean' = mean over the tokens."})
+    cache_features: bool = field(default=True, metadata={
+        "help": "Compute the frozen backbone's features once and train the head on them for all epochs "
+                "(exactly equivalent; falls back to the normal path, with a log line, where it cannot apply)."})
+
+    def check(self, problems):
+        from tunesmith.pooling import MODES
+
+        if self.pooling not in MODES:
+            problems.append(f"strategy.pooling must be one of {', '.join(MODES)}, got {self.pooling!r}")
+
+
 class Frozen:
     name = "frozen"
-    description = "Train only the task head; the backbone is frozen and in eval mode."
-    options = NoOptions
+    description = ("Train only the task head on the frozen backbone (eval mode), with the pooling the "
+                   "checkpoint was trained for and backbone features computed once.")
+    options = FrozenOptions
     default_learning_rate = 1e-3
 
     def apply(self, model, task, options):
+        from tunesmith import pooling
+
+        if pooling.replaceable_pooler(model) is not None:
+            mode, why = pooling.resolve_mode(model, options.pooling)
+            pooling.use_pooling(model, mode)
+            log.info("tunesmith: frozen: %s", why)
+        elif options.pooling == "mean":
+            raise ConfigError([f"strategy.pooling='mean' needs a BERT-style pooler; "
+                               f"{type(model).__name__} has none (use pooling: auto)"])
         heads = head_module_names(model)
         set_trainable(model, heads)
         prefix = next((n for n, m in model.named_children() if m is model.base_model), None)

@@ -58,7 +58,7 @@ def test_partial_with_too_many_layers_is_a_config_error():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_frozen_trains_only_head_and_keeps_backbone_in_eval(arch):
     model = _tiny(arch)
-    Frozen().apply(model, None, NoOptions())
+    Frozen().apply(model, None, Frozen.options())
     heads = head_module_names(model)
     assert all(any(n.startswith(h + ".") for h in heads) for n in _trainable(model))
     model.train()   # what the Trainer does every step
