@@ -139,6 +139,9 @@ def cmd_predict(args) -> int:
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from .rundir import read_manifest
+
+    read_manifest(args.run_dir)   # a wrong run dir is reported before the input is read
     name = "<stdin>" if args.input == "-" else args.input
     src = sys.stdin if args.input == "-" else _open(args.input)
     total = None
