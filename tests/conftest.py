@@ -56,7 +56,9 @@ def _save_tiny(folder: Path, config, model_cls, vocab: Path) -> Path:
     torch.manual_seed(0)
     model = model_cls(config)
     model.save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    # transformers 5 ignores vocab_file= here (every word became [UNK]); pass the vocabulary
+    words = vocab.read_text(encoding="utf-8").split("\n")[:-1]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(folder)
     return folder
 
 
