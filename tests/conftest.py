@@ -87,3 +87,21 @@ def qa_small(tmp_path_factory) -> dict:
     return {"train": write_jsonl(d / "train.jsonl", read_jsonl(SHARED_DATA / "qa" / "train.jsonl", 24)),
             "validation": write_jsonl(d / "validation.jsonl",
                                       read_jsonl(SHARED_DATA / "qa" / "validation.jsonl", 12))}
+
+
+@pytest.fixture(scope="session")
+def translation_small(tmp_path_factory) -> dict:
+    """24 training and 8 validation Multi30k en→de pairs from ../shared/data/translation."""
+    d = tmp_path_factory.mktemp("translation")
+    src = SHARED_DATA / "translation"
+    return {"train": write_jsonl(d / "train.jsonl", read_jsonl(src / "train.jsonl", 24)),
+            "validation": write_jsonl(d / "validation.jsonl", read_jsonl(src / "validation.jsonl", 8))}
+
+
+@pytest.fixture(scope="session")
+def summarization_small(tmp_path_factory) -> dict:
+    """16 training and 6 validation SciTLDR rows from ../shared/data/summarization."""
+    d = tmp_path_factory.mktemp("summarization")
+    src = SHARED_DATA / "summarization"
+    return {"train": write_jsonl(d / "train.jsonl", read_jsonl(src / "train.jsonl", 16)),
+            "validation": write_jsonl(d / "validation.jsonl", read_jsonl(src / "validation.jsonl", 6))}

@@ -27,6 +27,11 @@ SAMPLES = {
                               "answers": {"text": ["Bob"], "answer_start": [0]}}, "answers.answer_start"),
                             ({"id": "y", "context": "Ann came.",
                               "answers": {"text": ["Ann"], "answer_start": [0]}}, "question")]),
+    # bert2bert: the tiny BERT warm-starts an EncoderDecoderModel
+    "translation": ("tiny_bert", "translation_small",
+                    [({"source": "a dog runs", "target": ""}, "target"), ({"target": "ein Hund"}, "source")]),
+    "summarization": ("tiny_bert", "summarization_small",
+                      [({"document": "a long text", "summary": 3}, "summary"), ({"summary": "x"}, "document")]),
 }
 
 
