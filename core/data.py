@@ -121,3 +121,16 @@ def load_rows(path: str | Path, check: Callable[[dict], None] | None = None,
     if not rows:
         raise DataError("no rows (the file is empty)", file=str(path))
     return rows
+
+
+def require_text(row: dict, column: str) -> str:
+    """The non-empty string in ``row[column]``, or a RowError naming the column
+    (the check every text task makes on every row)."""
+    if column not in row:
+        raise RowError(column, f"missing column {column!r} (columns: {', '.join(map(repr, row))})")
+    value = row[column]
+    if not isinstance(value, str):
+        raise RowError(column, f"expected text, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise RowError(column, "empty text")
+    return value

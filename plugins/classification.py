@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith import RowError, hookimpl
+from tunesmith.data import require_text
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -60,12 +61,7 @@ class TextClassification:
         for col in (options.text_column, options.text_pair_column):
             if col is None:
                 continue
-            if col not in row:
-                raise RowError(col, f"missing column {col!r} (columns: {', '.join(map(repr, row))})")
-            if not isinstance(row[col], str):
-                raise RowError(col, f"expected text, got {type(row[col]).__name__} {row[col]!r}")
-            if not row[col].strip():
-                raise RowError(col, "empty text")
+            require_text(row, col)
 
     def check_row(self, row: dict, options: ClassificationOptions, state: dict | None = None) -> None:
         self.check_texts(row, options)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith import DataError, ModelError, RowError, hookimpl
+from tunesmith.data import require_text
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 NAME = "question-answering"
@@ -201,12 +202,7 @@ class QuestionAnswering:
             raise RowError(None, f"expected an object with {options.question_column!r} and "
                                  f"{options.context_column!r}, got {type(row).__name__}")
         for col in (options.question_column, options.context_column):
-            if col not in row:
-                raise RowError(col, f"missing column {col!r} (columns: {', '.join(map(repr, row))})")
-            if not isinstance(row[col], str):
-                raise RowError(col, f"expected text, got {type(row[col]).__name__} {row[col]!r}")
-            if not row[col].strip():
-                raise RowError(col, "empty text")
+            require_text(row, col)
 
     def answers(self, row: dict, options: QAOptions) -> tuple[list, list]:
         """The row's answer texts and character starts, from a nested answers column

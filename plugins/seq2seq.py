@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, field
 
 from tunesmith import DataError, RowError, hookimpl
+from tunesmith.data import require_text
 
 FAMILIES = ("encoder-decoder", "bert2bert", "decoder-only")
 # model types that are encoders only: they become both halves of a bert2bert model
@@ -123,12 +124,7 @@ class Seq2SeqTask:
 
     # -- data -----------------------------------------------------------------
     def _check_text(self, row: dict, col: str) -> None:
-        if col not in row:
-            raise RowError(col, f"missing column {col!r} (columns: {', '.join(map(repr, row))})")
-        if not isinstance(row[col], str):
-            raise RowError(col, f"expected text, got {type(row[col]).__name__} {row[col]!r}")
-        if not row[col].strip():
-            raise RowError(col, "empty text")
+        require_text(row, col)
 
     def check_row(self, row: dict, options, state: dict | None = None) -> None:
         for col in self.columns(options):
