@@ -186,12 +186,14 @@ def cmd_predict(args) -> int:
 
 
 def _progress(total, quiet):
-    """A tqdm bar on stderr that appears only when prediction takes a while (long inputs)."""
+    """A tqdm bar on stderr for long inputs: at once for a file of 1,000+ rows, otherwise
+    only once prediction takes over a second (short inputs stay quiet)."""
     if quiet:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="rows", desc="predict", file=sys.stderr, delay=1.0, dynamic_ncols=True)
+    delay = 0.0 if total is not None and total >= 1000 else 1.0
+    return tqdm(total=total, unit="rows", desc="predict", file=sys.stderr, delay=delay, dynamic_ncols=True)
 
 
 def cmd_serve(args) -> int:
