@@ -70,15 +70,10 @@ _TEMPLATE_HELP = ("Decoder-only prompt; {source} is the input (translation also 
 
 
 @dataclass
-class TranslationOptions:
+class _GenerationOptions:
+    """Options every generation task shares; each task adds its columns and lengths."""
+
     uses_generation: typing.ClassVar[bool] = True   # receives generation.* (config.attach_generation)
-    source_column: str = field(default="source", metadata={"help": "Column with the source sentence."})
-    target_column: str = field(default="target", metadata={"help": "Column with the reference translation."})
-    source_lang: str = field(default="en", metadata={"help": "Source language (code or name)."})
-    target_lang: str = field(default="de", metadata={"help": "Target language (code or name)."})
-    max_source_length: int = field(default=128, metadata={"help": "Truncate sources to this many tokens."})
-    max_target_length: int = field(default=128, metadata={"help": "Truncate targets to this many tokens; "
-                                                                  "default generation length."})
     model_family: typing.Optional[str] = field(default=None, metadata={"help": _FAMILY_HELP})
     prefix: typing.Optional[str] = field(default=None, metadata={"help": _PREFIX_HELP})
     prompt_template: typing.Optional[str] = field(default=None, metadata={"help": _TEMPLATE_HELP})
@@ -88,19 +83,23 @@ class TranslationOptions:
 
 
 @dataclass
-class SummarizationOptions:
-    uses_generation: typing.ClassVar[bool] = True
+class TranslationOptions(_GenerationOptions):
+    source_column: str = field(default="source", metadata={"help": "Column with the source sentence."})
+    target_column: str = field(default="target", metadata={"help": "Column with the reference translation."})
+    source_lang: str = field(default="en", metadata={"help": "Source language (code or name)."})
+    target_lang: str = field(default="de", metadata={"help": "Target language (code or name)."})
+    max_source_length: int = field(default=128, metadata={"help": "Truncate sources to this many tokens."})
+    max_target_length: int = field(default=128, metadata={"help": "Truncate targets to this many tokens; "
+                                                                  "default generation length."})
+
+
+@dataclass
+class SummarizationOptions(_GenerationOptions):
     text_column: str = field(default="document", metadata={"help": "Column with the document."})
     summary_column: str = field(default="summary", metadata={"help": "Column with the reference summary."})
     max_source_length: int = field(default=512, metadata={"help": "Truncate documents to this many tokens."})
     max_target_length: int = field(default=64, metadata={"help": "Truncate summaries to this many tokens; "
                                                                  "default generation length."})
-    model_family: typing.Optional[str] = field(default=None, metadata={"help": _FAMILY_HELP})
-    prefix: typing.Optional[str] = field(default=None, metadata={"help": _PREFIX_HELP})
-    prompt_template: typing.Optional[str] = field(default=None, metadata={"help": _TEMPLATE_HELP})
-
-    def check(self, problems: list[str]) -> None:
-        _check_common(self, problems)
 
 
 # ---------------------------------------------------------------------- the shared task
