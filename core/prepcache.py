@@ -1,7 +1,8 @@
 """Preprocessing cache: a task's encoded dataset is saved once and reused across runs.
 
 The key is a sha256 over everything the encoding depends on: the task (name, plugin
-version), the rows themselves, the tokenizer (``datasets``' own fingerprint hasher, the
+version and the source of its module, so an edited plugin never gets stale features
+whose version string did not change), the rows themselves, the tokenizer (``datasets``' own fingerprint hasher, the
 one ``Dataset.map`` uses for its cache), the task options and state, and train/eval. A
 hit loads the Arrow files memory-mapped with ``datasets.load_from_disk``; a miss encodes
 and saves atomically (temporary folder + rename), so parallel runs (several ranks of a
@@ -39,6 +40,18 @@ def _options(options) -> object:
     return options
 
 
+def _source_digest(module: str) -> str:
+    """sha256 of the task module's source file ("" when it has none, e.g. built in C)."""
+    import inspect
+    import sys
+
+    try:
+        path = inspect.getsourcefile(sys.modules[module])
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+    except (KeyError, TypeError, OSError):
+        return ""
+
+
 def key(task, rows, tokenizer, state, options, train: bool) -> str:
     from datasets.fingerprint import Hasher
     from importlib import metadata
@@ -50,7 +63,8 @@ def key(task, rows, tokenizer, state, options, train: bool) -> str:
     except metadata.PackageNotFoundError:
         version = "?"
     head = {"format": FORMAT, "task": getattr(task, "name", type(task).__name__), "module": module,
-            "version": version, "state": state, "options": _options(options), "train": train}
+            "version": version, "source": _source_digest(module), "state": state,
+            "options": _options(options), "train": train}
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     h.update(Hasher.hash(tokenizer).encode())
     for row in rows:

@@ -126,3 +126,21 @@ def test_preprocessing_is_cached_across_runs(tiny_bert, sst2_small, tmp_path, mo
     monkeypatch.setenv("TUNESMITH_CACHE", "off")
     prepcache.encode(task, rows, tok, state, cfg.task_options, train=True)
     assert len(calls) == 4
+
+
+def test_an_edited_task_module_gets_a_new_cache_key(tmp_path, monkeypatch):
+    """The plugin version string rarely changes while its encode() does: the key also
+    covers the module's source, so a developer never trains on stale features."""
+    import importlib
+
+    from tunesmith import prepcache
+
+    module = tmp_path / "edited_task.py"
+    module.write_text("class Task:\n    name = 'edited'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = prepcache.key(importlib.import_module("edited_task").Task(), [{"a": 1}], "tok", {}, {}, True)
+    module.write_text("class Task:\n    name = 'edited'  # encode changed\n")
+    second = prepcache.key(importlib.import_module("edited_task").Task(), [{"a": 1}], "tok", {}, {}, True)
+    assert first != second
+    again = prepcache.key(importlib.import_module("edited_task").Task(), [{"a": 1}], "tok", {}, {}, True)
+    assert again == second
