@@ -140,24 +140,35 @@ def save(run, model, tokenizer, result) -> None:
     if result.test_metrics is not None:
         metrics["test"] = result.test_metrics
     write_json(run_dir / METRICS, metrics)
-    (run_dir / CARD).write_text(model_card(run, result), encoding="utf-8")
+    (run_dir / CARD).write_text(model_card(run, result, model), encoding="utf-8")
     plot_curves(result.history, run_dir / CURVES)
     write_manifest(run, status="complete", finished=time.time())
 
 
-def model_card(run, result) -> str:
+def model_card(run, result, model=None) -> str:
     cfg = run.config
     adapter = run.strategy.name == "lora"
     metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                         for k, v in result.metrics.items())
     pct = 100 * result.trainable_parameters / max(result.total_parameters, 1)
-    load_hf = ("from peft import AutoPeftModelForSequenceClassification\n"
-               "model = AutoPeftModelForSequenceClassification.from_pretrained(\"model\")"
-               if adapter else
-               "from transformers import pipeline\n"
-               "clf = pipeline(\"text-classification\", model=\"model\")"
-               if run.task.name == "text-classification" else
-               "from transformers import AutoModel\nmodel = AutoModel.from_pretrained(\"model\")")
+    auto = hf_auto_class(model) if model is not None else None
+    peft_config = getattr(model, "peft_config", {}).get("default") if adapter and model is not None else None
+    if adapter and peft_config is not None and not peft_config.base_model_name_or_path:
+        # e.g. bert2bert: the base was assembled in memory, so no name leads peft back to it
+        load_hf = (f"# the adapter's base model exists only in memory (assembled by tunesmith), so peft\n"
+                   f"# cannot rebuild it; export a merged, standalone copy first (in this folder):\n"
+                   f"#   tunesmith export . --format hf --out merged\n"
+                   f"from transformers import {auto or 'AutoModel'}\n"
+                   f"model = {auto or 'AutoModel'}.from_pretrained(\"merged\")")
+    elif adapter:
+        peft_auto = "AutoPeftModel" + auto[len("AutoModel"):] if auto else "AutoPeftModel"
+        load_hf = f"from peft import {peft_auto}\nmodel = {peft_auto}.from_pretrained(\"model\")"
+    elif run.task.name == "text-classification":
+        load_hf = "from transformers import pipeline\nclf = pipeline(\"text-classification\", model=\"model\")"
+    else:
+        auto = auto or "AutoModel"
+        load_hf = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"model\")"
+    example = getattr(run.task, "example_input", "an example input")
     return f"""---
 library_name: {"peft" if adapter else "transformers"}
 tags: [tunesmith, {run.task.name}, {run.strategy.name}]
@@ -185,7 +196,7 @@ With tunesmith:
 ```python
 import tunesmith
 predictor = tunesmith.load("{run.run_dir}")
-predictor.predict(["an example input"])
+predictor.predict([{example!r}])
 ```
 
 With Hugging Face libraries only (from inside this folder):
@@ -196,6 +207,27 @@ With Hugging Face libraries only (from inside this folder):
 
 `tunesmith.json` records the full configuration, data checksums and library versions.
 """
+
+
+# (transformers Auto class, its model_type -> class name table), most specific first
+_AUTO_CLASSES = (("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
+                 ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
+                 ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
+                 ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+                 ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"))
+
+
+def hf_auto_class(model) -> str | None:
+    """The transformers ``AutoModelFor...`` class that loads this model's saved folder, so
+    the model card shows a snippet that works for any task, built-in or third-party."""
+    from transformers.models.auto import modeling_auto
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model   # peft wrapper
+    name = type(base).__name__
+    for auto, table in _AUTO_CLASSES:
+        if name in getattr(modeling_auto, table, {}).values():
+            return auto
+    return None
 
 
 def plot_curves(hist: list, path: Path) -> None:

@@ -238,6 +238,10 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, processing_class=tokenizer,
         compute_metrics=compute, callbacks=callbacks)
+    if quiet:   # with progress bars off the Trainer prints every log dict on stdout instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
 
     started = time.time()

@@ -195,6 +195,7 @@ class QuestionAnswering:
     options = QAOptions
     main_metric = "f1"
     greater_is_better = True
+    example_input = {"question": "Who wrote it?", "context": "It was written by Ada Lovelace in 1843."}
 
     # -- data ---------------------------------------------------------------
     def check_inputs(self, row, options: QAOptions) -> None:

@@ -27,6 +27,23 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
+def run_card_snippet(run_dir: Path) -> dict:
+    """Run the model card's "Hugging Face libraries only" snippet from inside the run dir,
+    as a user would; returns its namespace (``model`` or ``clf``)."""
+    import re
+
+    card = (Path(run_dir) / "README.md").read_text(encoding="utf-8")
+    snippet = re.findall(r"```python\n(.*?)```", card, re.S)[-1]
+    here = os.getcwd()
+    os.chdir(run_dir)
+    try:
+        namespace: dict = {}
+        exec(snippet, namespace)
+        return namespace
+    finally:
+        os.chdir(here)
+
+
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:

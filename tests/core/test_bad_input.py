@@ -256,6 +256,8 @@ def test_output_dir_exists_refused_then_overwrite(tmp_path, tiny_bert):
     ok = run_cli("train", ctx.write(), "--quiet", "--overwrite", "--set", "training.max_train_samples=8")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert not (ctx.out / "keep.txt").exists() and (ctx.out / "model").is_dir()
+    # --quiet: stdout is the one JSON result (no Trainer log dicts), fit for a pipe into jq
+    assert json.loads(ok.stdout)["run_dir"] == str(ctx.out), ok.stdout[:500]
 
 
 def _patch_save(monkeypatch, only_final: bool):

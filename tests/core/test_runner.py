@@ -7,7 +7,7 @@ import torch
 
 import tunesmith
 from tunesmith import DataError, ModelError, RunDirError
-from tests.conftest import SAMPLE, read_jsonl, write_jsonl
+from tests.conftest import SAMPLE, read_jsonl, run_card_snippet, write_jsonl
 
 STRATEGIES = ["full", "partial", "frozen", "lora"]
 
@@ -46,6 +46,13 @@ def test_train_save_load_predict_identical(tiny_config, strategy, sst2_small):
     again = tunesmith.load(run_dir).predict(texts, batch_size=32)
     assert [p["label"] for p in loaded] == [p["label"] for p in again]
     assert [p["score"] for p in loaded] == pytest.approx([p["score"] for p in again], abs=1e-5)
+    # the model card's plain-Hugging-Face snippet works from inside the run dir
+    namespace = run_card_snippet(run_dir)
+    if strategy == "lora":
+        assert type(namespace["model"]).__name__ == "PeftModelForSequenceClassification"
+    else:
+        clf = namespace["clf"]
+        assert clf(texts[0])[0]["label"] == loaded[0]["label"] in clf.model.config.id2label.values()
 
 
 def test_in_memory_model_matches_reloaded(tiny_config, sst2_small):

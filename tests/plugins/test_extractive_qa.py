@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tunesmith
-from tests.conftest import SHARED_DATA, read_jsonl, run_cli, write_jsonl
+from tests.conftest import SHARED_DATA, read_jsonl, run_card_snippet, run_cli, write_jsonl
 from tunesmith import DataError, RowError
 from tunesmith.plugins.extractive_qa import (QAOptions, QuestionAnswering, answer_tokens, best_answers,
                                              tokenize_windows)
@@ -283,6 +283,12 @@ def test_every_strategy_trains_saves_and_reloads(strategy, tiny_bert, qa_small, 
     for r, a in zip(rows, answers):
         assert set(a) == {"answer", "start", "score"} and 0 < a["score"] <= 1
         assert a["answer"] and r["context"][a["start"]:a["start"] + len(a["answer"])] == a["answer"]
+    # the model card's plain-Hugging-Face snippet loads a QA model (with its trained head)
+    loaded = run_card_snippet(result.run_dir)["model"]
+    assert type(loaded).__name__ == ("PeftModelForQuestionAnswering" if strategy == "lora"
+                                     else "BertForQuestionAnswering")
+    assert "tunesmith.load" in (result.run_dir / "README.md").read_text() and "'question'" in \
+        (result.run_dir / "README.md").read_text()
 
 
 def test_predict_cli_and_bad_input(tiny_bert, qa_small, tmp_path):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_cli, write_jsonl
+from tests.conftest import run_card_snippet, run_cli, write_jsonl
 from tunesmith import ConfigError, RowError, load_config, train
 from tunesmith.plugins.seq2seq import (Summarization, SummarizationOptions, Translation,
                                        TranslationOptions, detect_family)
@@ -107,6 +107,19 @@ def test_strategies_train_and_reload(kind, strategy, tiny_models, pairs, tmp_pat
     sources = [s for s, _ in PAIRS]
     again = [a["translation_text"] for a in predictor.predict(sources)]
     assert again == Translation().generate(result.model, result.tokenizer, sources, predictor.options, 4)
+    # the model card's plain-Hugging-Face snippet loads the generation model; a bert2bert
+    # adapter has no on-disk base, so its card has the user export a merged copy first
+    card = (tmp_path / "run" / "README.md").read_text()
+    if kind == "bert2bert" and strategy == "lora":
+        assert "tunesmith export . --format hf --out merged" in card
+        proc = run_cli("export", ".", "--format", "hf", "--out", "merged", cwd=tmp_path / "run")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = type(run_card_snippet(tmp_path / "run")["model"]).__name__
+    expected = {"lora": "PeftModelFor" + ("CausalLM" if kind == "llama" else "Seq2SeqLM")}.get(strategy)
+    if kind == "bert2bert":
+        expected = "EncoderDecoderModel"
+    assert loaded == (expected or {"bart": "BartForConditionalGeneration",
+                                   "bert2bert": "EncoderDecoderModel"}[kind]), loaded
 
 
 def _trainable(model):
