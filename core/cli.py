@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--skip-bad-rows", action="store_true",
                     help="skip lines the task cannot use (reported on stderr) instead of stopping")
-    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--quiet", action="store_true", help="no progress bars (nothing on stderr unless something is wrong)")
 
     s = sub.add_parser("serve", help="serve a run over HTTP (JSON API; needs tunesmith[serve])")
     s.add_argument("run_dir")
@@ -148,6 +148,11 @@ def cmd_predict(args) -> int:
     if src is not sys.stdin:
         with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
             total = sum(1 for line in f if line.strip())
+    if args.quiet:   # also transformers' own "Loading weights" bar and load reports
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     predictor = Predictor(args.run_dir, plugins=_plugins(args))
     tmp = None
     if args.output == "-":
