@@ -163,6 +163,9 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     if quiet:   # only tunesmith's own messages on stderr (load reports, progress bars off)
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        import datasets
+
+        datasets.disable_progress_bars()   # "Saving the dataset" of the preprocessing cache
     transformers.set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
