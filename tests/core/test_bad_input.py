@@ -258,6 +258,7 @@ def test_output_dir_exists_refused_then_overwrite(tmp_path, tiny_bert):
     assert not (ctx.out / "keep.txt").exists() and (ctx.out / "model").is_dir()
     # --quiet: stdout is the one JSON result (no Trainer log dicts), fit for a pipe into jq
     assert json.loads(ok.stdout)["run_dir"] == str(ctx.out), ok.stdout[:500]
+    assert "Saving the dataset" not in ok.stderr and "Training" not in ok.stderr, ok.stderr[-2000:]
 
 
 def _patch_save(monkeypatch, only_final: bool):
