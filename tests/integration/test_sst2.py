@@ -3,7 +3,10 @@
 Each strategy trains one epoch on the first 2,000 training sentences and is scored on
 all 872 validation sentences. The thresholds are far above chance (0.51), so a broken
 pipeline (wrong labels, head not trained or not saved, padding bugs) cannot reach them.
-Measured here: full 0.815, lora 0.805, partial and frozen see docs/benchmarks.md.
+Measured here (`tunesmith compare` with these settings, 2026-11-29): full 0.8154,
+lora 0.8050, partial 0.8005, frozen 0.8016. `frozen` must reach the 0.78 issue 7 asks
+for (mean pooling, as this sentence-embedding model was trained; the untrained [CLS]
+pooler gave 0.61-0.70).
 """
 
 import json
@@ -58,7 +61,7 @@ def test_lora_reaches_075_and_reloads_exactly(tmp_path):
     assert reloaded["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-9)
 
 
-@pytest.mark.parametrize("strategy,minimum", [("partial", 0.75), ("frozen", 0.60)])
+@pytest.mark.parametrize("strategy,minimum", [("partial", 0.75), ("frozen", 0.78)])
 def test_partial_and_frozen_train_and_evaluate(tmp_path, strategy, minimum):
     result = tunesmith.train(_config(tmp_path, strategy), quiet=True)
     assert result.metrics["accuracy"] >= minimum, result.metrics
