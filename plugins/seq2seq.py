@@ -335,7 +335,7 @@ class Seq2SeqTask:
                         gen = model.generate(input_ids=enc["input_ids"],
                                              attention_mask=enc["attention_mask"], **kwargs)
                     decoded = tokenizer.batch_decode(gen, skip_special_tokens=True,
-                                                     clean_up_tokenization_spaces=True)
+                                                     clean_up_tokenization_spaces=_wordpiece(tokenizer))
                     for i, text in zip(idx, decoded):
                         out[i] = text.strip()
         finally:
@@ -511,3 +511,12 @@ def _generation_trainer(task):
 def register_tasks(register):
     register(Translation())
     register(Summarization())
+
+
+def _wordpiece(tokenizer) -> bool:
+    """Whether decoding should re-attach punctuation (``"word ."`` -> ``"word."``): right
+    for WordPiece (bert2bert), wrong for byte-level BPE, which keeps its own spaces
+    (transformers warns and ignores the clean-up there)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return type(getattr(backend, "model", None)).__name__ == "WordPiece"
+
