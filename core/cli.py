@@ -148,11 +148,10 @@ def cmd_predict(args) -> int:
     if src is not sys.stdin:
         with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
             total = sum(1 for line in f if line.strip())
-    if args.quiet:   # also transformers' own "Loading weights" bar and load reports
-        import transformers
+    if args.quiet:
+        from .runner import quiet_libraries
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
+        quiet_libraries()
     predictor = Predictor(args.run_dir, plugins=_plugins(args))
     tmp = None
     if args.output == "-":

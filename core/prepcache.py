@@ -1,9 +1,9 @@
 """Preprocessing cache: a task's encoded dataset is saved once and reused across runs.
 
 The key is a sha256 over everything the encoding depends on: the task (name, plugin
-version and the source of its module, so an edited plugin never gets stale features
-whose version string did not change), the rows themselves, the tokenizer (``datasets``' own fingerprint hasher, the
-one ``Dataset.map`` uses for its cache), the task options and state, and train/eval. A
+version and the source of its module, so an edited plugin whose version string did not
+change never gets stale features), the rows themselves, the tokenizer (``datasets``' own
+fingerprint hasher, the one ``Dataset.map`` uses for its cache), the task options and state, and train/eval. A
 hit loads the Arrow files memory-mapped with ``datasets.load_from_disk``; a miss encodes
 and saves atomically (temporary folder + rename), so parallel runs (several ranks of a
 ``torchrun`` job, several ``compare`` runs) never see a half-written entry.

@@ -151,22 +151,20 @@ def model_card(run, result, model=None) -> str:
     metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                         for k, v in result.metrics.items())
     pct = 100 * result.trainable_parameters / max(result.total_parameters, 1)
-    auto = hf_auto_class(model) if model is not None else None
-    peft_config = getattr(model, "peft_config", {}).get("default") if adapter and model is not None else None
-    if adapter and peft_config is not None and not peft_config.base_model_name_or_path:
+    auto = (hf_auto_class(model) if model is not None else None) or "AutoModel"
+    peft_config = getattr(model, "peft_config", {}).get("default") if adapter else None
+    if peft_config is not None and not peft_config.base_model_name_or_path:
         # e.g. bert2bert: the base was assembled in memory, so no name leads peft back to it
-        load_hf = (f"# the adapter's base model exists only in memory (assembled by tunesmith), so peft\n"
-                   f"# cannot rebuild it; export a merged, standalone copy first (in this folder):\n"
-                   f"#   tunesmith export . --format hf --out merged\n"
-                   f"from transformers import {auto or 'AutoModel'}\n"
-                   f"model = {auto or 'AutoModel'}.from_pretrained(\"merged\")")
+        load_hf = ("# the adapter's base model exists only in memory (assembled by tunesmith), so peft\n"
+                   "# cannot rebuild it; export a merged, standalone copy first (in this folder):\n"
+                   "#   tunesmith export . --format hf --out merged\n"
+                   f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"merged\")")
     elif adapter:
-        peft_auto = "AutoPeftModel" + auto[len("AutoModel"):] if auto else "AutoPeftModel"
+        peft_auto = "AutoPeftModel" + auto[len("AutoModel"):]   # AutoModelForX -> AutoPeftModelForX
         load_hf = f"from peft import {peft_auto}\nmodel = {peft_auto}.from_pretrained(\"model\")"
     elif run.task.name == "text-classification":
         load_hf = "from transformers import pipeline\nclf = pipeline(\"text-classification\", model=\"model\")"
     else:
-        auto = auto or "AutoModel"
         load_hf = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"model\")"
     example = getattr(run.task, "example_input", "an example input")
     return f"""---

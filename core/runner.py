@@ -160,12 +160,8 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     import transformers
     from transformers import EarlyStoppingCallback, TrainingArguments
 
-    if quiet:   # only tunesmith's own messages on stderr (load reports, progress bars off)
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        import datasets
-
-        datasets.disable_progress_bars()   # "Saving the dataset" of the preprocessing cache
+    if quiet:
+        quiet_libraries()
     transformers.set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
@@ -279,6 +275,17 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         rundir.save(run, trained, tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
+
+
+def quiet_libraries() -> None:
+    """Only tunesmith's own messages on stderr: no load reports or progress bars from
+    transformers (e.g. "Loading weights") or datasets (the preprocessing cache's saves)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def is_main_process() -> bool:

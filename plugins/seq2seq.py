@@ -519,4 +519,3 @@ def _wordpiece(tokenizer) -> bool:
     (transformers warns and ignores the clean-up there)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return type(getattr(backend, "model", None)).__name__ == "WordPiece"
-
