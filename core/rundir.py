@@ -61,6 +61,36 @@ def read_manifest(run_dir) -> dict:
         raise RunDirError(f"{path}: corrupt manifest: {exc}") from None
 
 
+def is_run_dir(path) -> bool:
+    """A folder tunesmith made: its manifest parses and says which tunesmith wrote it."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "tunesmith_version" in manifest
+
+
+def check_replaceable(run_dir: Path, keep) -> None:
+    """What ``--overwrite`` may delete: only a run directory this tool made, and never one
+    that holds (or is) the config, a data file or the model it is about to read."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"output_dir {str(run_dir)!r} is not a directory; --overwrite replaces only a "
+                          "tunesmith run directory; choose another output_dir")
+    if not is_run_dir(run_dir):
+        raise RunDirError(f"output_dir {str(run_dir)!r} is not a tunesmith run directory (no readable "
+                          f"{MANIFEST}); --overwrite replaces only a run directory tunesmith made, so "
+                          "nothing was deleted; choose another output_dir")
+    root = run_dir.resolve()
+    for path in keep:
+        if not path or not os.path.exists(path):
+            continue   # a hub id or an unset split
+        inside = Path(path).resolve()
+        if inside == root or root in inside.parents:
+            raise RunDirError(f"output_dir {str(run_dir)!r} contains {str(path)!r}, which this run reads; "
+                              "--overwrite would delete it, so nothing was deleted; choose another output_dir")
+
+
 def write_manifest(run, status: str, finished: float | None = None) -> None:
     cfg = run.config
     data_files = {}

@@ -78,10 +78,11 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     if resume and run_dir.is_dir() and any(run_dir.iterdir()):
         _check_resumable(run_dir, cfg)
     # under torchrun/accelerate only rank 0 checks the run dir (no race with itself)
-    elif is_main_process() and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) \
-            and not overwrite:
-        raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another, pass --overwrite, "
-                          "or --resume to continue it")
+    elif is_main_process() and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if not overwrite:
+            hint = ", pass --overwrite, or --resume to continue it" if rundir.is_run_dir(run_dir) else ""
+            raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another{hint}")
+        rundir.check_replaceable(run_dir, [cfg.source, cfg.data.train, cfg.data.validation, cfg.data.test])
     run = Run(cfg, task, strategy, plugins, run_dir)
     train_rows = load_split(task, cfg, "train", None, cfg.training.max_train_samples)
     try:
@@ -92,6 +93,8 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     test_rows = load_split(task, cfg, "test", run.state, None) if cfg.data.test else None
     source = plugins.registry.model_source_for(cfg.model)
     run.model_path = source.resolve(cfg.model)
+    if overwrite and not resume and run_dir.exists():
+        rundir.check_replaceable(run_dir, [run.model_path])   # never the base model's own folder
     return run, train_rows, eval_rows, test_rows
 
 

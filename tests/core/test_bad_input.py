@@ -197,7 +197,12 @@ CASES = [
      ["strategy.layers=5", "has only 2 layers"], None),
     # ------------------------------------------------------------------ run directory
     ("output-dir-is-a-file", lambda c: (c.data("run", "x"), ["train", c.write()])[1],
-     ["output_dir", "already exists", "--overwrite"], None),
+     ["output_dir", "already exists", "choose another"], None),
+    ("overwrite-foreign-dir", lambda c: (c.out.mkdir(), (c.out / "notes.txt").write_text("mine"),
+                                         ["train", c.write(), "--overwrite"])[2],
+     ["not a tunesmith run directory", "nothing was deleted"], None),
+    ("overwrite-a-file", lambda c: (c.data("run", "x"), ["train", c.write(), "--overwrite"])[1],
+     ["is not a directory"], None),
     ("run-dir-without-resume", lambda c: (c.out.mkdir(), (c.out / "tunesmith.json").write_text("{}"),
                                           ["train", c.out])[2], ["is a directory", "--resume"], None),
     ("resume-foreign-dir", lambda c: (c.out.mkdir(), (c.out / "notes.txt").write_text("mine"),
@@ -213,7 +218,7 @@ CASES = [
 ]
 
 # cases whose setup creates the output path on purpose: it must be left exactly as it was
-KEEPS_OUTPUT = {"output-dir-is-a-file", "run-dir-without-resume", "resume-foreign-dir",
+KEEPS_OUTPUT = {"output-dir-is-a-file", "overwrite-foreign-dir", "overwrite-a-file", "run-dir-without-resume", "resume-foreign-dir",
                 "resume-corrupt-manifest", "predict-run-dir-missing"}
 
 
@@ -245,7 +250,8 @@ def test_bad_input_cli(case, tmp_path, tiny_bert):
 
 def test_output_dir_exists_refused_then_overwrite(tmp_path, tiny_bert):
     ctx = Ctx(tmp_path, tiny_bert)
-    ctx.out.mkdir()
+    ctx.out.mkdir()   # a run directory tunesmith made (its manifest says so) with a stale file
+    (ctx.out / "tunesmith.json").write_text('{"tunesmith_version": "0.1.0", "status": "failed"}')
     (ctx.out / "keep.txt").write_text("precious")
     done = run_cli("train", ctx.write(), "--quiet", "--set", "training.max_train_samples=8")
     assert done.returncode == 2 and "Traceback" not in done.stderr
