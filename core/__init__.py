@@ -18,8 +18,8 @@ from .errors import (ConfigError, DataError, ModelError, PluginError, RowError, 
 from .manager import hookimpl, load_plugins
 from .protocols import ModelSource, Strategy, Task
 
-__version__ = "0.1.0"
-PLUGIN_API_VERSION = 1
+__version__ = "0.2.0"
+PLUGIN_API_VERSION = 2   # 2: tasks get datasets batches (check_batch, setup(dataset), encode_batch)
 
 __all__ = [
     "ConfigError", "DataError", "ModelError", "ModelSource", "PluginError", "RowError",

@@ -7,6 +7,7 @@ Every problem is collected and reported at once in one :class:`ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import types
@@ -36,6 +37,9 @@ class TrainingConfig:
     gradient_accumulation_steps: int = _help("Batches per optimizer step.", 1)
     max_train_samples: typing.Optional[int] = _help("Use only the first N training rows.", None)
     max_eval_samples: typing.Optional[int] = _help("Use only the first N validation rows.", None)
+    max_steps: typing.Optional[int] = _help(
+        "Train for this many optimizer steps instead of epochs (required with data.streaming).", None)
+    num_proc: typing.Optional[int] = _help("Processes that encode the data (Dataset.map num_proc).", None)
     seed: int = _help("One seed for data order, initialisation and dropout.", 42)
     early_stopping_patience: typing.Optional[int] = _help(
         "Stop after N evaluations without improvement of the main metric.", None)
@@ -56,7 +60,8 @@ class TrainingConfig:
                     "logging_steps": self.logging_steps, "save_total_limit": self.save_total_limit,
                     "save_steps": self.save_steps,
                     "learning_rate": self.learning_rate, "max_train_samples": self.max_train_samples,
-                    "max_eval_samples": self.max_eval_samples,
+                    "max_eval_samples": self.max_eval_samples, "max_steps": self.max_steps,
+                    "num_proc": self.num_proc,
                     "early_stopping_patience": self.early_stopping_patience}
         for key, value in positive.items():
             if value is not None and value <= 0:
@@ -93,11 +98,18 @@ def attach_generation(options, generation) -> None:
         options.generation = generation
 
 
+SPLITS = ("train", "validation", "test")
+
+
 @dataclass
 class DataConfig:
-    train: typing.Optional[str] = _help("Training file (.jsonl, .json, .csv, .parquet).", None)
-    validation: typing.Optional[str] = _help("Validation file; metrics are computed on it.", None)
-    test: typing.Optional[str] = _help("Optional test file, evaluated once after training.", None)
+    train: Any = _help("Training data: a file (.jsonl .json .csv .tsv .parquet .arrow, optionally "
+                       "compressed), a glob, a save_to_disk folder, or a hub dataset (hub:owner/name[:split] "
+                       "or {path, name, split, revision}); from Python also a Dataset / DatasetDict / "
+                       "IterableDataset / DataFrame.", None)
+    validation: Any = _help("Validation data (same forms as train); metrics are computed on it.", None)
+    test: Any = _help("Optional test data, evaluated once after training.", None)
+    streaming: bool = _help("Stream the training data instead of loading it (needs training.max_steps).", False)
     options: dict = _help("Task options (data.text_column, ...), checked by the task.", factory=dict)
 
 
@@ -126,8 +138,9 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "model": self.model, "output_dir": self.output_dir,
-               "data": {"train": self.data.train, "validation": self.data.validation,
-                        "test": self.data.test, **(dataclasses.asdict(self.task_options)
+               "data": {**{k: _describe(getattr(self.data, k)) for k in SPLITS},
+                        **({"streaming": True} if self.data.streaming else {}),
+                        **(dataclasses.asdict(self.task_options)
                                                    if self.task_options is not None else self.data.options)},
                "strategy": {"name": self.strategy.name,
                             **(dataclasses.asdict(self.strategy_options)
@@ -136,6 +149,12 @@ class RunConfig:
                "generation": dataclasses.asdict(self.generation),
                "trust_remote_code": self.trust_remote_code}
         return out
+
+
+def _describe(spec):
+    from .data import describe   # cheap: data.py imports datasets only inside functions
+
+    return describe(spec)
 
 
 # --------------------------------------------------------------------------- loading
@@ -171,11 +190,16 @@ def read_file(path: str | os.PathLike) -> dict:
     base = p.parent
     section = data.get("data")
     if isinstance(section, dict):
-        for key in ("train", "validation", "test"):
+        for key in SPLITS:
             v = section.get(key)
-            if isinstance(v, str) and not os.path.isabs(v) and (base / v).exists():
-                section[key] = str(base / v)
+            if isinstance(v, str) and not v.startswith("hub:") and not os.path.isabs(v) and \
+                    ((base / v).exists() or (_is_glob(v) and glob.glob(str(base / v)))):
+                section[key] = str((base / v).absolute())
     return data
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -319,14 +343,23 @@ def parse(data: Mapping, problems: list[str]) -> RunConfig:
     for key in ("task", "model"):
         if not getattr(cfg, key):
             problems.append(f"{key!r} is required")
-    if not cfg.data.train:
+    if _missing(cfg.data.train):
         problems.append("'data.train' is required")
-    if not cfg.data.validation:
+    if _missing(cfg.data.validation):
         problems.append("'data.validation' is required (metrics are computed on real validation data)")
-    for key in ("train", "validation", "test"):
-        path = getattr(cfg.data, key)
-        if path and isinstance(path, str) and "://" not in path and not Path(path).exists():
-            problems.append(f"data.{key}: file not found: {path!r}")
+    for key in SPLITS:
+        spec = getattr(cfg.data, key)
+        if isinstance(spec, str) and not spec.startswith("hub:") and "://" not in spec \
+                and not _is_glob(spec) and not os.path.lexists(spec):
+            problems.append(f"data.{key}: file not found: {spec!r}{_hub_hint(spec)}")
+        elif isinstance(spec, str) and os.path.lexists(spec):
+            setattr(cfg.data, key, os.path.abspath(spec))   # so --resume works from any directory
+        elif spec is not None and not isinstance(spec, str) and type(spec) is not dict and \
+                type(spec).__module__.split(".")[0] not in ("datasets", "pandas"):
+            problems.append(f"data.{key} must be a path, a hub: reference or a {{path: ...}} mapping, "
+                            f"got {type(spec).__name__}")
+    if cfg.data.streaming and not cfg.training.max_steps:
+        problems.append("data.streaming needs training.max_steps (a stream has no length to count epochs in)")
     cfg.training.check(problems)
     cfg.generation.check(problems)
     return cfg
@@ -357,9 +390,39 @@ def resolve(cfg: RunConfig, registry, problems: list[str]) -> None:
             check(problems)
 
 
-def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(), registry=None) -> RunConfig:
+def _missing(spec) -> bool:
+    """Unset or empty; by type, not truthiness (a DataFrame has none)."""
+    return spec is None or (isinstance(spec, str) and not spec)
+
+
+def _hub_hint(spec: str) -> str:
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not os.path.splitext(spec)[1]:
+        return f" (for a dataset on the Hugging Face Hub write hub:{spec})"
+    return ""
+
+
+def _take_objects(source: Mapping, data=None) -> tuple[dict, dict]:
+    """Split in-memory datasets/DataFrames out of a config mapping (they do not survive the
+    JSON round trip that copies it); ``data`` (a DatasetDict or {split: object}) adds more."""
+    section = source.get("data") if isinstance(source.get("data"), Mapping) else {}
+    objects = {k: v for k, v in section.items() if k in SPLITS and v is not None
+               and type(v) not in (dict, list) and not isinstance(v, (str, int, float, bool, os.PathLike))}
+    if data is not None:
+        if not isinstance(data, Mapping) and not hasattr(data, "keys"):
+            data = {"train": data}
+        objects.update({k: data[k] for k in data.keys() if k in SPLITS})
+    rest = dict(source)
+    if objects:
+        rest["data"] = {k: v for k, v in section.items() if k not in objects}
+    return rest, objects
+
+
+def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(), registry=None,
+                data=None) -> RunConfig:
     """Load, override and validate a run configuration; raise one ConfigError listing
-    every problem. With ``registry``, also check task, strategy and their options."""
+    every problem. With ``registry``, also check task, strategy and their options. ``data``
+    gives in-memory splits (a ``DatasetDict`` or ``{split: Dataset | DataFrame}``)."""
     if isinstance(source, RunConfig):
         if overrides:
             raise TunesmithError("overrides need a config file or mapping, not a RunConfig")
@@ -367,12 +430,16 @@ def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(),
         problems: list[str] = []
     else:
         if isinstance(source, Mapping):
-            data, origin = json.loads(json.dumps(source, default=str)), None
+            source, objects = _take_objects(source, data)
+            raw, origin = json.loads(json.dumps(source, default=str)), None
         else:
-            data, origin = read_file(source), str(source)
-        data = apply_overrides(data, overrides)
+            raw, origin = read_file(source), str(source)
+            objects = _take_objects({}, data)[1]
+        if objects:
+            raw.setdefault("data", {}).update(objects)
+        raw = apply_overrides(raw, overrides)
         problems = []
-        cfg = parse(data, problems)
+        cfg = parse(raw, problems)
         cfg.source = origin
     if not cfg.output_dir:
         import time

@@ -37,21 +37,24 @@ class DataError(TunesmithError):
     """A data file that cannot be used, naming the file, line and field."""
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None,
-                 field: str | None = None):
-        self.file, self.line, self.field = file, line, field
+                 field: str | None = None, row: int | None = None):
+        self.file, self.line, self.field, self.row = file, line, field, row
         where = file or ""
         if line is not None:
             where += f":{line}"
+        elif row is not None:   # formats without lines (parquet, arrow, in-memory): the row number
+            where += f": row {row}" if where else f"row {row}"
         if field:
             where += f": field {field!r}"
         super().__init__(f"{where}: {message}" if where else message)
 
 
 class RowError(ValueError):
-    """Raised by a task's row check; the data loader adds file and line."""
+    """Raised by a task's check; the core adds file and line. ``row`` is the row's index in
+    the batch handed to ``check_batch`` (``tunesmith.data.each_row`` sets it)."""
 
-    def __init__(self, field: str | None, message: str):
-        self.field = field
+    def __init__(self, field: str | None, message: str, row: int | None = None):
+        self.field, self.row = field, row
         super().__init__(message)
 
 

@@ -103,13 +103,17 @@ class Predictor:
         import torch
         from torch.utils.data import DataLoader
 
-        from .data import load_rows
+        from . import data
 
-        rows = load_rows(path, check=lambda r: self.task.check_row(r, self.options, self.state), limit=limit)
+        split = data.load_split(path, "evaluation")
+        if limit is not None:
+            split.dataset = split.dataset.select(range(min(limit, len(split.dataset))))
+        data.check(split, self.task, self.options, self.state)
+        rows = split.dataset
         custom = getattr(self.task, "evaluate", None)
         if custom is not None:
             return custom(self.model, self.tokenizer, rows, self.state, self.options, batch_size)
-        dataset = self.task.encode(rows, self.tokenizer, self.state, self.options, train=False)
+        dataset = data.encode(split, self.task, self.tokenizer, self.state, self.options, train=False)
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.task.collator(self.tokenizer, self.options))
         acc = self.task.metrics(self.state, self.options, self.plugins.registry.metrics_for(self.task.name))
         device = next(self.model.parameters()).device

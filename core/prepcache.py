@@ -1,15 +1,15 @@
-"""Preprocessing cache: a task's encoded dataset is saved once and reused across runs.
+"""Preprocessing cache: a task's encoded split is written once as an Arrow file and reused.
 
-The key is a sha256 over everything the encoding depends on: the task (name, plugin
-version and the source of its module, so an edited plugin whose version string did not
-change never gets stale features), the rows themselves, the tokenizer (``datasets``' own
-fingerprint hasher, the one ``Dataset.map`` uses for its cache), the task options and state, and train/eval. A
-hit loads the Arrow files memory-mapped with ``datasets.load_from_disk``; a miss encodes
-and saves atomically (temporary folder + rename), so parallel runs (several ranks of a
-``torchrun`` job, several ``compare`` runs) never see a half-written entry.
+The key is a sha256 over everything the encoding depends on: the input dataset's
+``datasets`` fingerprint (for files: their paths and modification times; for in-memory
+data: its content), the task (name, plugin version and the source of its module, so an
+edited plugin never gets stale features), the tokenizer (``datasets``' own hasher), the
+task options and state, and train/eval. No Python pass over the rows. ``Dataset.map``
+writes the file (atomically: a temporary file renamed into place) and loads it
+memory-mapped on a hit.
 
-Location: ``$TUNESMITH_CACHE`` (default ``~/.cache/tunesmith/preprocessed``);
-``TUNESMITH_CACHE=off`` disables it.
+Location: ``$TUNESMITH_CACHE/preprocessed`` (``TUNESMITH_CACHE`` defaults to
+``~/.cache/tunesmith``); ``TUNESMITH_CACHE=off`` disables every tunesmith cache.
 """
 
 from __future__ import annotations
@@ -17,21 +17,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-log = logging.getLogger("tunesmith")
-FORMAT = 1   # bump when the cached layout changes
+FORMAT = 2   # bump when the cached layout changes
 
 
-def cache_dir() -> Path | None:
+def cache_root() -> Path | None:
+    """tunesmith's cache folder, or None when ``TUNESMITH_CACHE=off``."""
     value = os.environ.get("TUNESMITH_CACHE", "")
     if value.lower() in ("off", "0", "false", "none"):
         return None
-    return Path(value) if value else Path.home() / ".cache" / "tunesmith" / "preprocessed"
+    if value:
+        return Path(value)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"
 
 
 def _options(options) -> object:
@@ -52,11 +51,14 @@ def _source_digest(module: str) -> str:
         return ""
 
 
-def key(task, rows, tokenizer, state, options, train: bool) -> str:
+def key(task, dataset, tokenizer, state, options, train: bool) -> str | None:
+    """The cache key of encoding ``dataset``, or None when it cannot be computed."""
     from datasets.fingerprint import Hasher
     from importlib import metadata
 
-    h = hashlib.sha256()
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if not fingerprint:
+        return None
     module = type(task).__module__
     try:
         version = metadata.version(module.split(".")[0])
@@ -64,44 +66,23 @@ def key(task, rows, tokenizer, state, options, train: bool) -> str:
         version = "?"
     head = {"format": FORMAT, "task": getattr(task, "name", type(task).__name__), "module": module,
             "version": version, "source": _source_digest(module), "state": state,
-            "options": _options(options), "train": train}
-    h.update(json.dumps(head, sort_keys=True, default=str).encode())
-    h.update(Hasher.hash(tokenizer).encode())
-    for row in rows:
-        h.update(json.dumps(row, sort_keys=True, default=str).encode())
-        h.update(b"\n")
+            "options": _options(options), "train": train, "data": fingerprint}
+    h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    try:
+        h.update(Hasher.hash(tokenizer).encode())
+    except Exception:   # an unhashable tokenizer: never cache rather than risk a stale hit
+        return None
     return h.hexdigest()
 
 
-def encode(task, rows, tokenizer, state, options, train: bool):
-    """``task.encode(...)``, served from the cache when the same inputs were seen before."""
-    root = cache_dir()
-    if root is None or not rows:
-        return task.encode(rows, tokenizer, state, options, train=train)
-    import datasets
-
+def cache_file(digest: str) -> Path | None:
+    """Where the encoded split of ``digest`` lives, or None when caching is off."""
+    root = cache_root()
+    if root is None:
+        return None
+    folder = root / "preprocessed" / digest[:2]
     try:
-        digest = key(task, rows, tokenizer, state, options, train)
-    except Exception as exc:   # an unhashable tokenizer or state: just don't cache
-        log.info("tunesmith: preprocessing not cached (%s)", exc)
-        return task.encode(rows, tokenizer, state, options, train=train)
-    entry = root / digest[:2] / digest
-    if entry.is_dir():
-        try:
-            return datasets.load_from_disk(str(entry))
-        except Exception:   # a damaged entry: rebuild it
-            shutil.rmtree(entry, ignore_errors=True)
-    dataset = task.encode(rows, tokenizer, state, options, train=train)
-    if not isinstance(dataset, datasets.Dataset):
-        return dataset
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=entry.parent, prefix=f".{digest[:8]}-")
-        dataset.save_to_disk(tmp)
-        try:
-            os.replace(tmp, entry)
-        except OSError:   # another process stored the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        log.warning("tunesmith: cannot write the preprocessing cache %s: %s", root, exc)
-    return dataset
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder / f"{digest}.arrow"

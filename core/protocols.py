@@ -18,20 +18,24 @@ class Task(Protocol):
     main_metric: str          # key in metrics.json "eval" that picks the best checkpoint
     greater_is_better: bool
 
-    def check_row(self, row: dict, options: Any, state: dict | None = None) -> None:
-        """Raise ``tunesmith.RowError(field, message)`` for a row the task cannot use.
-        ``state`` is None while reading training data, and the task's state (e.g. the
-        label set) while reading validation data."""
+    def check_batch(self, batch: dict, options: Any, state: dict | None = None) -> None:
+        """Raise ``tunesmith.RowError(field, message, row=i)`` for a row the task cannot use.
+        ``batch`` maps column names to lists (a ``datasets`` batch; a value a row lacks is
+        None). ``state`` is None for training rows, the task's state (e.g. the label set)
+        for validation and test rows. ``tunesmith.data.each_row`` runs a per-row check."""
 
-    def setup(self, train_rows: list, options: Any) -> dict:
-        """Derive JSON-serialisable state from training rows (e.g. label names)."""
+    def setup(self, dataset: Any, options: Any) -> dict:
+        """Derive JSON-serialisable state (e.g. label names) from the training
+        ``datasets.Dataset`` (in a streaming run: its first rows)."""
 
     def build_model(self, model_path: str, tokenizer: Any, state: dict, options: Any,
                     load_kwargs: dict) -> Any:
         """Backbone + task head, loaded with ``from_pretrained(model_path, **load_kwargs)``."""
 
-    def encode(self, rows: list, tokenizer: Any, state: dict, options: Any, train: bool) -> Any:
-        """Rows → tokenized ``datasets.Dataset`` (with a ``length`` column for grouping)."""
+    def encode_batch(self, batch: dict, tokenizer: Any, state: dict, options: Any, train: bool) -> dict:
+        """A batch (column → list) → encoded columns (model inputs, ``labels``, and a
+        ``length`` column for grouping). The core runs it with ``Dataset.map(batched=True)``;
+        it may take a keyword ``indices`` (the rows' positions in their split)."""
 
     def collator(self, tokenizer: Any, options: Any) -> Any:
         """The data collator (dynamic padding)."""

@@ -35,6 +35,13 @@ class Registry:
         table[key] = entry
 
     def add_task(self, entry: Entry) -> None:
+        v1 = [m for m in ("check_row", "encode") if hasattr(entry.obj, m)]
+        if v1 and not all(hasattr(entry.obj, m) for m in ("check_batch", "encode_batch")):
+            # plugin API 1 handed tasks lists of row dicts; API 2 hands datasets batches
+            raise PluginError(entry.plugin, f"task {entry.name!r} is written for tunesmith plugin API 1 "
+                                            f"(it defines {' and '.join(v1)}, not check_batch and "
+                                            "encode_batch); this tunesmith needs plugin API 2: see "
+                                            "docs/plugins.md, 'Plugin API 2'")
         for alias in (entry.name, *getattr(entry.obj, "aliases", ())):
             if alias in self.aliases or (alias != entry.name and alias in self.tasks):
                 owner = self.tasks[self.aliases.get(alias, alias)]

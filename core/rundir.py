@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .checkpoints import weights_sha256
-from .data import sha256
+from .data import describe
 from .errors import RunDirError
 
 MANIFEST, METRICS, MODEL, CARD, CURVES = "tunesmith.json", "metrics.json", "model", "README.md", "curves.png"
@@ -93,11 +93,7 @@ def check_replaceable(run_dir: Path, keep) -> None:
 
 def write_manifest(run, status: str, finished: float | None = None) -> None:
     cfg = run.config
-    data_files = {}
-    for key in ("train", "validation", "test"):
-        path = getattr(cfg.data, key)
-        if path:
-            data_files[key] = {"path": str(path), "sha256": sha256(path)}
+    data_files = {name: split.record for name, split in run.splits.items()}   # checksums taken at load
     plugins = {name: {"distribution": i.distribution, "version": i.version, "status": i.status}
                for name, i in run.plugins.infos.items()}
     manifest = {
@@ -206,8 +202,8 @@ tags: [tunesmith, {run.task.name}, {run.strategy.name}]
 - **Base model:** `{cfg.model}`
 - **Task:** `{run.task.name}`
 - **Strategy:** `{run.strategy.name}` ({result.trainable_parameters:,} of {result.total_parameters:,} parameters trained, {pct:.2f}%)
-- **Training data:** `{cfg.data.train}` ({cfg.training.max_train_samples or 'all'} rows used)
-- **Validation data:** `{cfg.data.validation}`
+- **Training data:** `{describe(cfg.data.train)}` ({cfg.training.max_train_samples or 'all'} rows used)
+- **Validation data:** `{describe(cfg.data.validation)}`
 - **Epochs / batch size / learning rate / seed:** {cfg.training.epochs} / {cfg.training.batch_size} / {cfg.training.learning_rate or run.strategy.default_learning_rate} / {cfg.training.seed}
 - **Training time:** {result.train_runtime_s:.1f} s
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, featurecache, prepcache, rundir
+from . import checkpoints, data, featurecache, prepcache, rundir
 from .config import RunConfig, load_config
-from .data import load_rows
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
 
@@ -35,6 +34,7 @@ class Run:
     model_path: str = ""
     resumed_from: str | None = None   # checkpoint folder a --resume continued from
     state: dict = field(default_factory=dict)
+    splits: dict = field(default_factory=dict)   # name -> tunesmith.data.Split
     started_at: float = field(default_factory=time.time)
 
 
@@ -56,13 +56,51 @@ def main_metric(task, state: dict) -> str:
     return pick(state) if pick else task.main_metric
 
 
-def load_split(task, cfg: RunConfig, key: str, state: dict | None, limit: int | None) -> list[dict]:
-    path = getattr(cfg.data, key)
-    return load_rows(path, check=lambda row: task.check_row(row, cfg.task_options, state), limit=limit)
+SETUP_ROWS = 10_000   # what a streaming run's task.setup sees: the first rows of the stream
+
+
+def _first(split: data.Split, limit: int | None) -> None:
+    if limit is not None:
+        ds = split.dataset
+        split.dataset = ds.take(limit) if split.streaming else ds.select(range(min(limit, len(ds))))
+
+
+def load_data(task, cfg: RunConfig) -> tuple[dict, dict[str, data.Split]]:
+    """Load, check and set up every split: ``(state, {"train": Split, ...})``. Training rows are
+    checked before ``setup`` (state None), the others against the state it derived."""
+    opts, t = cfg.task_options, cfg.training
+    train = data.load_split(cfg.data.train, "train", streaming=cfg.data.streaming)
+    _first(train, t.max_train_samples)
+    if train.streaming:   # setup and its check see the first rows; the rest is checked as it streams
+        import datasets
+
+        sample = data.Split("train", datasets.Dataset.from_list(list(train.dataset.take(SETUP_ROWS))),
+                            train.where, train.files, train.builder)
+        data.check(sample, task, opts, None)
+        setup_on = sample
+    else:
+        data.check(train, task, opts, None)
+        setup_on = train
+    try:
+        state = task.setup(setup_on.dataset, opts)
+    except RowError as exc:
+        raise DataError(str(exc), file=train.where, field=exc.field) from None
+    if train.streaming:
+        train.dataset = data.checked_stream(train, task, opts, state)
+    splits = {"train": train}
+    for key, limit in (("validation", t.max_eval_samples), ("test", None)):
+        spec = getattr(cfg.data, key)
+        if spec is None:
+            continue
+        split = data.load_split(spec, key)   # evaluation data is never streamed: it is scored whole
+        _first(split, limit)
+        data.check(split, task, opts, state)
+        splits[key] = split
+    return state, splits
 
 
 def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: bool = False,
-            resume: bool = False):
+            resume: bool = False, data_splits=None):
     """Validate config, plugins, data and model reference; nothing is written."""
     plugins = plugins or load_plugins()
     if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
@@ -71,43 +109,42 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
                               "to continue the run in it")
         manifest = rundir.read_manifest(config)   # resume a run dir: its own recorded config
         config = {**manifest["config"], "output_dir": str(config)}
-    cfg = load_config(config, overrides, registry=plugins.registry)
+    cfg = load_config(config, overrides, registry=plugins.registry, data=data_splits)
     task = plugins.registry.task(cfg.task)
     strategy = plugins.registry.strategy(cfg.strategy.name)
     run_dir = Path(cfg.output_dir)
-    if resume and run_dir.is_dir() and any(run_dir.iterdir()):
-        _check_resumable(run_dir, cfg)
+    resuming = resume and run_dir.is_dir() and any(run_dir.iterdir())
+    if resuming:
+        rundir.read_manifest(run_dir)   # a foreign or corrupt folder fails before any data is read
     # under torchrun/accelerate only rank 0 checks the run dir (no race with itself)
     elif is_main_process() and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not overwrite:
             hint = ", pass --overwrite, or --resume to continue it" if rundir.is_run_dir(run_dir) else ""
             raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another{hint}")
-        rundir.check_replaceable(run_dir, [cfg.source, cfg.data.train, cfg.data.validation, cfg.data.test])
+        rundir.check_replaceable(run_dir, [cfg.source, *(s for s in (cfg.data.train, cfg.data.validation,
+                                                                     cfg.data.test) if isinstance(s, str))])
     run = Run(cfg, task, strategy, plugins, run_dir)
-    train_rows = load_split(task, cfg, "train", None, cfg.training.max_train_samples)
-    try:
-        run.state = task.setup(train_rows, cfg.task_options)
-    except RowError as exc:
-        raise DataError(str(exc), file=cfg.data.train, field=exc.field) from None
-    eval_rows = load_split(task, cfg, "validation", run.state, cfg.training.max_eval_samples)
-    test_rows = load_split(task, cfg, "test", run.state, None) if cfg.data.test else None
+    run.state, run.splits = load_data(task, cfg)
+    if resuming:
+        _check_resumable(run_dir, run.splits)
     source = plugins.registry.model_source_for(cfg.model)
     run.model_path = source.resolve(cfg.model)
     if overwrite and not resume and run_dir.exists():
         rundir.check_replaceable(run_dir, [run.model_path])   # never the base model's own folder
-    return run, train_rows, eval_rows, test_rows
+    return run
 
 
-def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
+def _check_resumable(run_dir: Path, splits: dict) -> None:
     """Only a run of this tool, not yet complete, on the same data, may be continued."""
     manifest = rundir.read_manifest(run_dir)
     if manifest.get("status") == "complete":
         raise RunDirError(f"{str(run_dir)!r}: the run is already complete; nothing to resume")
     for key, old in (manifest.get("data") or {}).items():
-        path = getattr(cfg.data, key, None)
-        if path and os.path.isfile(path) and rundir.sha256(path) != old.get("sha256"):
-            raise RunDirError(f"{path}: the {key} data changed since the run started "
-                              f"(sha256 differs from {run_dir / rundir.MANIFEST}); cannot resume")
+        new = splits.get(key)
+        for what in ("sha256", "fingerprint"):
+            if new is not None and old.get(what) and new.record.get(what) and old[what] != new.record[what]:
+                raise RunDirError(f"{new.where}: the {key} data changed since the run started "
+                                  f"({what} differs from {run_dir / rundir.MANIFEST}); cannot resume")
 
 
 def load_kwargs(cfg: RunConfig) -> dict:
@@ -148,16 +185,19 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bool = False,
-          quiet: bool = False, resume: bool = False) -> RunResult:
+          quiet: bool = False, resume: bool = False, data=None) -> RunResult:
     """Fine-tune a model as ``config`` (path, mapping or RunConfig) says.
 
     :param overrides: ``["training.epochs=1", ...]`` applied on top of the config.
     :param overwrite: replace an existing ``output_dir``.
     :param resume: continue the run in ``output_dir`` from its newest complete checkpoint
         (``config`` may also be that run directory).
+    :param data: in-memory data instead of ``data.train``/``validation``/``test``: a
+        ``datasets.DatasetDict`` (its train/validation/test splits) or a mapping of split
+        name to a ``Dataset``, ``IterableDataset`` or pandas ``DataFrame``.
     :return: the :class:`RunResult`; the run directory holds everything else.
     """
-    run, train_rows, eval_rows, test_rows = prepare(config, overrides, plugins, overwrite, resume)
+    run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
     cfg, task = run.config, run.task
 
     import transformers
@@ -169,8 +209,8 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
     opts = cfg.task_options
-    train_ds = prepcache.encode(task, train_rows, tokenizer, run.state, opts, train=True)
-    eval_ds = prepcache.encode(task, eval_rows, tokenizer, run.state, opts, train=False)
+    train_ds = encode_split(run, run.splits["train"], tokenizer, train=True)
+    eval_ds = encode_split(run, run.splits["validation"], tokenizer, train=False)
     collator = task.collator(tokenizer, opts)
     # frozen backbone: features computed once, the head trains on them (None: normal path)
     cache = featurecache.setup(run, model, train_ds, eval_ds, collator, cfg.training.eval_batch_size)
@@ -197,6 +237,7 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         rundir.write_manifest(run, status="running")
 
     t = cfg.training
+    streaming = run.splits["train"].streaming
     metric = main_metric(task, run.state)
     extra_metrics = run.plugins.registry.metrics_for(task.name)
     compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
@@ -220,13 +261,17 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         logging_steps=t.logging_steps,
         logging_strategy="steps",
         report_to=[] if t.report_to in ("none", "") else [s.strip() for s in t.report_to.split(",")],
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # a stream has no length to group by
+        train_sampling_strategy="group_by_length" if t.group_by_length and not streaming else "random",
         batch_eval_metrics=True,
         disable_tqdm=quiet,
         dataloader_num_workers=0,
         dataloader_pin_memory=_has_accelerator(),
         use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
     )
+    if t.max_steps:   # a step budget instead of epochs: evaluate and checkpoint when it is spent
+        args.update(max_steps=t.max_steps, eval_strategy="steps", eval_steps=t.max_steps,
+                    save_strategy="steps", save_steps=t.max_steps)
     try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
         args = TrainingArguments(**{**args, **t.trainer_args})
     except (TypeError, ValueError) as exc:
@@ -250,6 +295,9 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     try:
         with checkpoints.graceful_stop(stop):
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except DataError:   # a bad row met while streaming: the checkpoints so far stay
+        rundir.write_manifest(run, status="failed")
+        raise
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             rundir.write_manifest(run, status="failed")
@@ -266,8 +314,8 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
-    if test_rows:
-        test_ds = prepcache.encode(task, test_rows, tokenizer, run.state, opts, train=False)
+    if "test" in run.splits:
+        test_ds = encode_split(run, run.splits["test"], tokenizer, train=False)
         test_ds = cache.encode(test_ds) if cache else test_ds
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trained = cache.unwrap() if cache else trainer.model
@@ -278,6 +326,14 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         rundir.save(run, trained, tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
+
+
+def encode_split(run: Run, split: data.Split, tokenizer, train: bool):
+    """The task's encoding of ``split``, cached across runs (see prepcache)."""
+    opts = run.config.task_options
+    key = None if split.streaming else prepcache.key(run.task, split.dataset, tokenizer, run.state, opts, train)
+    return data.encode(split, run.task, tokenizer, run.state, opts, train,
+                       num_proc=run.config.training.num_proc, cache_key=key)
 
 
 def quiet_libraries() -> None:

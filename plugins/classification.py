@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith import RowError, hookimpl
-from tunesmith.data import require_text
+from tunesmith.data import column_values, each_row, require_text
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -39,6 +39,10 @@ class ClassificationOptions:
             problems.append("data.label_names has duplicates")
 
 
+def _listing(values) -> str:
+    return ", ".join(map(repr, values))
+
+
 def _is_label(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
@@ -63,6 +67,9 @@ class TextClassification:
                 continue
             require_text(row, col)
 
+    def check_batch(self, batch: dict, options: ClassificationOptions, state: dict | None = None) -> None:
+        each_row(batch, lambda row: self.check_row(row, options, state))
+
     def check_row(self, row: dict, options: ClassificationOptions, state: dict | None = None) -> None:
         self.check_texts(row, options)
         col = options.label_column
@@ -84,20 +91,22 @@ class TextClassification:
             for v in (value if isinstance(value, list) else [value]):
                 if v not in known:
                     raise RowError(col, f"label {v!r} does not occur in the training data "
-                                        f"(known: {', '.join(map(repr, sorted(known, key=str)))})")
+                                        f"(known: {_listing(sorted(known, key=str))})")
         if options.label_names is not None:
             for v in (value if isinstance(value, list) else [value]):
                 if not isinstance(v, int) or not 0 <= v < len(options.label_names):
                     raise RowError(col, f"label {v!r} is not an index into data.label_names "
                                         f"(0..{len(options.label_names) - 1})")
 
-    def setup(self, train_rows: list, options: ClassificationOptions) -> dict:
+    def setup(self, dataset, options: ClassificationOptions) -> dict:
+        """The label set, from one pass over the label column (batches, not rows as dicts)."""
         col = options.label_column
-        first = train_rows[0][col]
-        multi = options.multi_label if options.multi_label is not None else isinstance(first, list)
-        values = set()
-        for row in train_rows:
-            v = row[col]
+        multi = options.multi_label
+        values, rows = set(), 0
+        for v in column_values(dataset, col):
+            rows += 1
+            if multi is None:
+                multi = isinstance(v, list)
             if isinstance(v, list) != multi:
                 raise RowError(col, "mixes single labels and lists of labels")
             values.update(v if multi else [v])
@@ -115,8 +124,19 @@ class TextClassification:
             names = sorted(values)
         if len(names) < 2 and not multi:
             raise RowError(col, f"need at least 2 classes, the training data has {len(names)}")
+        if not multi:
+            # the head gets one output per class: each must occur, or one stray label (50000,
+            # 10**9) silently builds a huge head that never sees most of its classes
+            ids = set(range(len(names))) if int_labels or options.label_names is not None else set(names)
+            missing = sorted(ids - values, key=str)
+            if missing:
+                raise RowError(col, f"{len(missing):,} of the {len(names):,} classes never occur in the "
+                                    f"{rows:,} training rows (e.g. {_listing(missing[:5])}); integer labels "
+                                    "must be 0..N-1 with every class present"
+                                    + ("" if options.label_names is None else
+                                       ", and every entry of data.label_names must occur"))
         return {"labels": names, "int_labels": int_labels or options.label_names is not None,
-                "multi_label": multi}
+                "multi_label": bool(multi)}
 
     def _label_ids(self, value, state) -> list[int]:
         values = value if isinstance(value, list) else [value]
@@ -141,22 +161,20 @@ class TextClassification:
 
         return restore_pooling(model)   # a model trained with mean pooling (strategy frozen) keeps it
 
-    def encode(self, rows, tokenizer, state, options, train):
-        import datasets
-
-        texts = [r[options.text_column] for r in rows]
-        pairs = [r[options.text_pair_column] for r in rows] if options.text_pair_column else None
+    def encode_batch(self, batch, tokenizer, state, options, train):
+        texts = batch[options.text_column]
+        pairs = batch[options.text_pair_column] if options.text_pair_column else None
         enc = tokenizer(texts, pairs, truncation=True, max_length=options.max_length)
         columns = dict(enc)
         columns["length"] = [len(ids) for ids in enc["input_ids"]]
-        if options.label_column in rows[0]:
+        if options.label_column in batch:
             n = len(state["labels"])
             labels = []
-            for r in rows:
-                ids = self._label_ids(r[options.label_column], state)
+            for value in batch[options.label_column]:
+                ids = self._label_ids(value, state)
                 labels.append([1.0 if i in ids else 0.0 for i in range(n)] if state["multi_label"] else ids[0])
             columns["labels"] = labels
-        return datasets.Dataset.from_dict(columns)
+        return columns
 
     def collator(self, tokenizer, options):
         from transformers import DataCollatorWithPadding

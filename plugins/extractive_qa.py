@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith import DataError, ModelError, RowError, hookimpl
-from tunesmith.data import require_text
+from tunesmith.data import each_row, require_text
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 NAME = "question-answering"
@@ -247,7 +247,10 @@ class QuestionAnswering:
                 raise RowError(sname, f"answer_start {start} does not point at the answer {text!r}: "
                                       f"the context there reads {found!r}")
 
-    def setup(self, train_rows: list, options: QAOptions) -> dict:
+    def check_batch(self, batch: dict, options: QAOptions, state: dict | None = None) -> None:
+        each_row(batch, lambda row: self.check_row(row, options, state))
+
+    def setup(self, dataset, options: QAOptions) -> dict:
         return {"version_2_with_negative": options.version_2_with_negative}
 
     # -- model --------------------------------------------------------------
@@ -256,17 +259,17 @@ class QuestionAnswering:
 
         return AutoModelForQuestionAnswering.from_pretrained(model_path, **load_kwargs)
 
-    def encode(self, rows, tokenizer, state, options, train):
-        """Windows as a ``datasets.Dataset``. Training features hold the model inputs and
-        the answer's token positions; evaluation features add what post-processing and
-        scoring need (example index, character offsets, context, reference answers)."""
-        import datasets
-
-        questions = [r[options.question_column] for r in rows]
-        contexts = [r[options.context_column] for r in rows]
-        ids = [r.get(options.id_column, i) for i, r in enumerate(rows)]
+    def encode_batch(self, batch, tokenizer, state, options, train, indices=None):
+        """Windows of a batch of questions. Training features hold the model inputs and the
+        answer's token positions; evaluation features add what post-processing and scoring
+        need (the example's row index in its split, character offsets, context, references)."""
+        questions = batch[options.question_column]
+        contexts = batch[options.context_column]
+        indices = list(indices) if indices is not None else list(range(len(questions)))
+        ids = batch.get(options.id_column) or indices
         check_question_room(tokenizer, questions, ids, options)
         enc, windows = tokenize_windows(tokenizer, questions, contexts, options)
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         has_answers = all(options.answers_column in r or f"{options.answers_column}.{options.answer_text_key}" in r
                           for r in rows)
         answers = [self.answers(r, options) for r in rows] if has_answers else None
@@ -281,7 +284,7 @@ class QuestionAnswering:
             columns["start_positions"] = [s for s, _ in spans]
             columns["end_positions"] = [e for _, e in spans]
         if not train:
-            columns["example_index"] = [w.example for w in windows]
+            columns["example_index"] = [indices[w.example] for w in windows]
             columns["example_id"] = [str(ids[w.example]) for w in windows]
             columns["offset_start"] = [[o[0] if o else -1 for o in w.offsets] for w in windows]
             columns["offset_end"] = [[o[1] if o else -1 for o in w.offsets] for w in windows]
@@ -289,7 +292,7 @@ class QuestionAnswering:
             columns["context"] = [contexts[w.example] for w in windows]
             if answers is not None:
                 columns["references"] = [[str(t) for t in answers[w.example][0]] for w in windows]
-        return datasets.Dataset.from_dict(columns)
+        return columns
 
     def collator(self, tokenizer, options):
         return _PadRight(tokenizer)
@@ -311,16 +314,17 @@ class QuestionAnswering:
         acc.add_batch(predictions=[a["answer"] for a in answers], references=refs)
         return acc.compute()
 
-    def evaluate(self, model, tokenizer, rows, state, options, batch_size):
+    def evaluate(self, model, tokenizer, dataset, state, options, batch_size):
         """``tunesmith evaluate``: SQuAD EM/F1 over all windows of every question."""
         from tunesmith import load_plugins
+        from tunesmith.data import encode
 
-        features = self.encode(rows, tokenizer, state, options, train=False)
+        features = encode(dataset, self, tokenizer, state, options, train=False)
         starts, ends, loss = run_model(model, features, self.collator(tokenizer, options), batch_size)
         metrics = self.score(features, starts, ends, options, load_plugins().registry.metrics_for(NAME))
         if loss is not None:
             metrics["loss"] = loss
-        return {**metrics, "rows": len(rows)}
+        return {**metrics, "rows": len(dataset)}
 
     # -- inference ----------------------------------------------------------
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
@@ -330,9 +334,14 @@ class QuestionAnswering:
             except RowError as exc:
                 where = f"input {n}: field {exc.field!r}" if exc.field else f"input {n}"
                 raise DataError(f"{where}: {exc}") from None
+        import datasets
+
+        if not inputs:
+            return []
         rows = [{options.question_column: r[options.question_column],
                  options.context_column: r[options.context_column]} for r in inputs]
-        features = self.encode(rows, tokenizer, state, options, train=False)
+        features = datasets.Dataset.from_dict(self.encode_batch(
+            {k: [r[k] for r in rows] for k in rows[0]}, tokenizer, state, options, train=False))
         starts, ends, _ = run_model(model, features, self.collator(tokenizer, options), batch_size)
         contexts, windows, _ = features_to_windows(features, n_examples=len(rows))
         return best_answers(contexts, windows, starts, ends, options)

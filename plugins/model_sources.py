@@ -19,9 +19,10 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("TUNESMITH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tunesmith")
-    return Path(base)
+    from tunesmith.prepcache import cache_root
+
+    # TUNESMITH_CACHE=off turns off the preprocessing cache; a converted model still needs a home
+    return cache_root() or Path(os.path.expanduser("~/.cache")) / "tunesmith"
 
 
 def convert_gguf(gguf: Path) -> Path:

@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field
 
 from tunesmith import DataError, RowError, hookimpl
-from tunesmith.data import require_text
+from tunesmith.data import each_row, require_text
 
 FAMILIES = ("encoder-decoder", "bert2bert", "decoder-only")
 # model types that are encoders only: they become both halves of a bert2bert model
@@ -129,7 +129,10 @@ class Seq2SeqTask:
         for col in self.columns(options):
             self._check_text(row, col)
 
-    def setup(self, train_rows: list, options) -> dict:
+    def check_batch(self, batch: dict, options, state: dict | None = None) -> None:
+        each_row(batch, lambda row: self.check_row(row, options, state))
+
+    def setup(self, dataset, options) -> dict:
         return {}   # nothing to learn from the data; the family is resolved with the model
 
     # -- model ----------------------------------------------------------------
@@ -249,12 +252,10 @@ class Seq2SeqTask:
         ids += tokenizer(source, add_special_tokens=False)["input_ids"][:options.max_source_length]
         return ids + (tokenizer(after, add_special_tokens=False)["input_ids"] if after else [])
 
-    def encode(self, rows, tokenizer, state, options, train):
-        import datasets
-
+    def encode_batch(self, batch, tokenizer, state, options, train):
         src_col, tgt_col = self.columns(options)
-        sources = [r[src_col] for r in rows]
-        targets = [r[tgt_col] for r in rows] if all(tgt_col in r for r in rows) else None
+        sources = batch[src_col]
+        targets = batch.get(tgt_col)
         columns: dict = {}
         if options.model_family == "decoder-only":
             ids, labels = [], []
@@ -286,7 +287,7 @@ class Seq2SeqTask:
         if not train and targets is not None:   # for evaluation by generation
             columns["_source"] = sources
             columns["_reference"] = targets
-        return datasets.Dataset.from_dict(columns)
+        return columns
 
     def collator(self, tokenizer, options):
         return _Collator(tokenizer.pad_token_id, options)
@@ -351,11 +352,11 @@ class Seq2SeqTask:
     def metrics(self, state, options, modules):
         return _TextMetrics(self)
 
-    def evaluate(self, model, tokenizer, rows, state, options, batch_size):
+    def evaluate(self, model, tokenizer, dataset, state, options, batch_size):
         src_col, tgt_col = self.columns(options)
-        preds = self.generate(model, tokenizer, [r[src_col] for r in rows], options, batch_size)
-        scores = self.score(preds, [r[tgt_col] for r in rows])
-        return {**scores, "gen_len": round(self.gen_len(tokenizer, preds), 4), "rows": len(rows)}
+        preds = self.generate(model, tokenizer, list(dataset[src_col]), options, batch_size)
+        scores = self.score(preds, list(dataset[tgt_col]))
+        return {**scores, "gen_len": round(self.gen_len(tokenizer, preds), 4), "rows": len(dataset)}
 
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         src_col, _ = self.columns(options)

@@ -98,10 +98,10 @@ def _close(a: Any, b: Any, where: str = "prediction", rel: float = 1e-4, abs_: f
 
 
 def _read_rows(path, limit: int | None = None) -> list[dict]:
-    from ..data import iter_rows
+    from ..data import iter_raw_rows
 
     rows = []
-    for _, row in iter_rows(path):
+    for _, row in iter_raw_rows(str(path)):
         rows.append(row)
         if limit and len(rows) >= limit:
             break
@@ -317,7 +317,7 @@ def check_bad_rows(config: dict, plugins: Plugins | None = None,
         line = len(good) + 1
         cfg = _with(config, data__train=str(path), output_dir=str(tmp / f"run-{n}"))
         try:
-            run, train_rows, _, _ = runner.prepare(cfg, (), plugins, overwrite=False)
+            run = runner.prepare(cfg, (), plugins, overwrite=False)
         except TunesmithError as exc:
             msg = str(exc)
             messages.append(msg)
@@ -350,9 +350,12 @@ def _run_accepted(accepted) -> None:
     model = runner.build_model(run, tokenizer)
     model.eval()
     task, opts = run.task, run.config.task_options
+    from ..data import encode
+
     for what, row, run in accepted:
-        try:
-            ds = task.encode([row], tokenizer, run.state, opts, train=True)
+        try:   # the row as datasets loaded it: the last of its training split
+            train = run.splits["train"].dataset
+            ds = encode(train.select([len(train) - 1]), task, tokenizer, run.state, opts, train=True)
             batch = task.collator(tokenizer, opts)([ds[0]])
             with torch.inference_mode():
                 model(**batch)

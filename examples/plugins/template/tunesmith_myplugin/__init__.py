@@ -9,7 +9,7 @@ from .strategy import HeadAndNorms
 
 __version__ = "0.1.0"
 # tunesmith refuses (and lists as failed) a plugin whose API range excludes its own
-TUNESMITH_PLUGIN_API = ">=1,<2"
+TUNESMITH_PLUGIN_API = ">=2,<3"
 
 
 @hookimpl

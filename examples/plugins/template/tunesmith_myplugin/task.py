@@ -22,21 +22,25 @@ class MyTask:
     main_metric = "accuracy"          # a key of metrics(); picks the best checkpoint
     greater_is_better = True
 
-    def check_row(self, row, options, state=None):
-        """Raise RowError(field, message) for a row you cannot use (state is None for
-        training rows, the setup() state for validation rows)."""
+    def check_batch(self, batch, options, state=None):
+        """Raise RowError(field, message, row=i) for a row you cannot use. ``batch`` maps
+        column names to lists (a datasets batch); ``state`` is None for training rows, the
+        setup() state for validation rows. ``tunesmith.data.each_row(batch, check_row)``
+        runs a per-row check and fills in ``row``."""
         raise NotImplementedError
 
-    def setup(self, train_rows, options) -> dict:
-        """JSON-serialisable state from the training rows (e.g. the label names)."""
+    def setup(self, dataset, options) -> dict:
+        """JSON-serialisable state from the training ``datasets.Dataset`` (e.g. the label
+        names; ``tunesmith.data.column_values(dataset, column)`` reads one column in batches)."""
         raise NotImplementedError
 
     def build_model(self, model_path, tokenizer, state, options, load_kwargs):
         """``AutoModelFor....from_pretrained(model_path, ..., **load_kwargs)``."""
         raise NotImplementedError
 
-    def encode(self, rows, tokenizer, state, options, train):
-        """Rows → ``datasets.Dataset`` with model inputs, ``labels`` and a ``length`` column."""
+    def encode_batch(self, batch, tokenizer, state, options, train):
+        """A batch of rows (column name → list) → a dict of encoded columns: model inputs,
+        ``labels`` and a ``length`` column; tunesmith runs it with ``Dataset.map(batched=True)``."""
         raise NotImplementedError
 
     def collator(self, tokenizer, options):

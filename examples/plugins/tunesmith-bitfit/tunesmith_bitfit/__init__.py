@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from tunesmith import hookimpl
 
 __version__ = "0.1.0"
-TUNESMITH_PLUGIN_API = ">=1,<2"
+TUNESMITH_PLUGIN_API = ">=1,<3"   # a strategy: plugin API 2 changed only tasks
 
 
 @dataclass

@@ -15,7 +15,7 @@ from .task import NerOptions, TokenClassification
 
 __version__ = "0.1.0"
 # the tunesmith plugin API this plugin was written for; tunesmith refuses to load it otherwise
-TUNESMITH_PLUGIN_API = ">=1,<2"
+TUNESMITH_PLUGIN_API = ">=2,<3"
 
 METRICS = Path(__file__).parent / "metrics"
 

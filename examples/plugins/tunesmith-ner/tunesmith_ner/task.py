@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 
 from tunesmith import RowError
+from tunesmith.data import column_values, each_row
 
 from .entities import get_entities, split_tag
 
@@ -86,12 +87,15 @@ class TokenClassification:
                 raise RowError(col, f"tag {i} = {self._name(tag, options)!r} does not occur in the "
                                     f"training data (known: {', '.join(state['labels'])})")
 
+    def check_batch(self, batch: dict, options: NerOptions, state: dict | None = None) -> None:
+        each_row(batch, lambda row: self.check_row(row, options, state))
+
     @staticmethod
     def _name(tag, options: NerOptions) -> str:
         return options.label_names[tag] if options.label_names is not None else tag
 
-    def setup(self, train_rows: list, options: NerOptions) -> dict:
-        seen = {self._name(t, options) for r in train_rows for t in r[options.tags_column]}
+    def setup(self, dataset, options: NerOptions) -> dict:
+        seen = {self._name(t, options) for tags in column_values(dataset, options.tags_column) for t in tags}
         kinds = {split_tag(t)[1] for t in seen if t != "O"}
         if not kinds:
             raise RowError(options.tags_column, "the training data has no entity tags (only 'O')")
@@ -116,20 +120,18 @@ class TokenClassification:
         return tokenizer(words_batch, is_split_into_words=True, truncation=True,
                          max_length=options.max_length, **kwargs)
 
-    def encode(self, rows, tokenizer, state, options, train):
-        import datasets
-
-        enc = self._tokenize(tokenizer, [r[options.tokens_column] for r in rows], options)
+    def encode_batch(self, batch, tokenizer, state, options, train):
+        enc = self._tokenize(tokenizer, batch[options.tokens_column], options)
         columns = {k: v for k, v in enc.items()}
         columns["length"] = [len(ids) for ids in enc["input_ids"]]
-        if options.tags_column in rows[0]:
+        if options.tags_column in batch:
             index = {n: i for i, n in enumerate(state["labels"])}
             labels = []
-            for b, row in enumerate(rows):
-                tags = [index[self._name(t, options)] for t in row[options.tags_column]]
+            for b, row_tags in enumerate(batch[options.tags_column]):
+                tags = [index[self._name(t, options)] for t in row_tags]
                 labels.append(_first_subtoken_labels(enc.word_ids(b), tags))
             columns["labels"] = labels
-        return datasets.Dataset.from_dict(columns)
+        return columns
 
     def collator(self, tokenizer, options):
         from transformers import DataCollatorForTokenClassification
