@@ -232,8 +232,9 @@ def load_split(spec, name: str, *, streaming: bool = False) -> Split:
         split.dataset = _from_raw_rows(files, builder, ",", streaming)
         return split
     try:
-        split.dataset = datasets.load_dataset(builder, data_files=files, split="train", streaming=streaming,
-                                              **kwargs)
+        with _datasets_silent():   # its "Failed to load JSON" log lines: we say it in one line
+            split.dataset = datasets.load_dataset(builder, data_files=files, split="train",
+                                                  streaming=streaming, **kwargs)
     except Exception as exc:   # Arrow could not read it: find the first broken line ourselves
         if builder not in ("json", "csv"):
             raise DataError(f"cannot read: {_first_line(exc)}", file=spec) from None
@@ -292,6 +293,21 @@ def _from_raw_rows(files: list, builder: str, sep: str, streaming: bool):
         raise
     except Exception as exc:
         raise DataError(f"cannot read: {_first_line(exc)}", file=files[0]) from None
+
+
+class _datasets_silent:
+    """datasets' logger off for a block (its progress bars follow --quiet elsewhere)."""
+
+    def __enter__(self):
+        from datasets.utils import logging as dlog
+
+        self.level = dlog.get_verbosity()
+        dlog.set_verbosity(dlog.CRITICAL + 1)
+
+    def __exit__(self, *exc):
+        from datasets.utils import logging as dlog
+
+        dlog.set_verbosity(self.level)
 
 
 def _expand(spec: str) -> list[str]:
@@ -474,8 +490,40 @@ def _check_batches(split: Split, task, options, state: dict | None) -> None:
         try:
             task.check_batch(batch, options, state)
         except RowError as exc:
+            if _lossy(ds, exc.field) and split.files:   # the file's own values say which row it was
+                _check_raw(split, task, options, state)
             raise split.error(start + (exc.row or 0), exc.field, str(exc)) from None
         start += table.num_rows
+
+
+def _lossy(ds, column: str | None) -> bool:
+    """Arrow unified the column's JSON values into floats (1 and 1.5 → 1.0, 1.5), so the row
+    its values flag may not be the row the file got wrong."""
+    feature = getattr(ds, "features", {}).get(column) if column else None
+    return str(getattr(feature, "dtype", "")).startswith("float")
+
+
+def _check_raw(split: Split, task, options, state) -> None:
+    """The task's check over the file's rows as Python parses them (exact types, exact lines)."""
+    sep = Split._csv_sep
+    for path in split.files:
+        rows: list = []
+
+        def flush():
+            columns = {k for _, r in rows for k in r}
+            batch = {k: [r.get(k) for _, r in rows] for k in columns}
+            try:
+                task.check_batch(batch, options, state)
+            except RowError as exc:
+                raise DataError(str(exc), file=path, line=rows[exc.row or 0][0], field=exc.field) from None
+            rows.clear()
+
+        for line, row in iter_raw_rows(path, split.builder, sep(path) or ","):
+            rows.append((line, row))
+            if len(rows) >= CHECK_BATCH:
+                flush()
+        if rows:
+            flush()
 
 
 def _check_lengths(split: Split, table, start: int) -> None:

@@ -197,6 +197,10 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         name to a ``Dataset``, ``IterableDataset`` or pandas ``DataFrame``.
     :return: the :class:`RunResult`; the run directory holds everything else.
     """
+    if quiet:   # before the data loads (its "Generating train split" bars)
+        import datasets
+
+        datasets.disable_progress_bars()
     run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
     cfg, task = run.config, run.task
 

@@ -68,7 +68,34 @@ class TextClassification:
             require_text(row, col)
 
     def check_batch(self, batch: dict, options: ClassificationOptions, state: dict | None = None) -> None:
-        each_row(batch, lambda row: self.check_row(row, options, state))
+        # column by column first (the common, clean case: a few passes of C-level checks);
+        # row by row only when something is off, for the precise message
+        if not self._clean(batch, options, state):
+            each_row(batch, lambda row: self.check_row(row, options, state))
+
+    def _clean(self, batch: dict, options: ClassificationOptions, state: dict | None) -> bool:
+        """True when every row of the batch is usable as a single-label row."""
+        for col in (options.text_column, options.text_pair_column):
+            if col is None:
+                continue
+            values = batch.get(col)
+            if values is None or not all(type(v) is str and v and not v.isspace() for v in values):
+                return False
+        labels = batch.get(options.label_column)
+        multi = options.multi_label if state is None else state["multi_label"]
+        if labels is None or multi:
+            return False
+        kinds = set(map(type, labels))
+        if kinds not in ({int}, {str}):
+            return False
+        present = set(labels)
+        if state is not None:
+            known = set(range(len(state["labels"]))) if state.get("int_labels") else set(state["labels"])
+            if not present <= known:
+                return False
+        if options.label_names is not None and not present <= set(range(len(options.label_names))):
+            return False
+        return True
 
     def check_row(self, row: dict, options: ClassificationOptions, state: dict | None = None) -> None:
         self.check_texts(row, options)

@@ -138,8 +138,9 @@ CASES = [
      ["bad.json", "item 2 is not a JSON object"], None),
     ("json-array-invalid", lambda c: c.train_with('[{"text": "a", "label": 0},\n  oops]', "bad.json"),
      ["bad.json:2", "invalid JSON"], None),
-    ("unsupported-file-type", lambda c: c.train_with("text\tlabel\n", "bad.tsv"),
-     ["bad.tsv", "unsupported file type '.tsv'"], None),
+    ("unsupported-file-type", lambda c: c.train_with("text label\n", "bad.txt"),
+     ["bad.txt", "unsupported file type '.txt'"], None),
+    ("tsv-header-only", lambda c: c.train_with("text\tlabel\n", "bad.tsv"), ["bad.tsv", "no rows"], None),
     ("data-file-not-found", lambda c: c.set("data.train=" + str(c.tmp / "nope.jsonl")),
      ["data.train", "file not found", "nope.jsonl"], None),
     ("qa-answer-start-mismatch", lambda c: (c.cfg.update(task="question-answering"), c.train_with([

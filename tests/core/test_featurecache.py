@@ -100,7 +100,7 @@ def test_bad_pooling_option_is_a_config_error(tiny_config, tmp_path):
 
 
 def test_preprocessing_is_cached_across_runs(tiny_bert, sst2_small, tmp_path, monkeypatch, plugins):
-    from tunesmith import prepcache
+    from tunesmith import data, prepcache
     from tunesmith.config import load_config
     from tunesmith.runner import load_tokenizer
 
@@ -109,27 +109,39 @@ def test_preprocessing_is_cached_across_runs(tiny_bert, sst2_small, tmp_path, mo
                        "data": {"train": str(sst2_small["train"]), "validation": str(sst2_small["validation"])}},
                       registry=plugins.registry)
     task, tok = plugins.registry.task("classification"), load_tokenizer(str(tiny_bert), False)
-    rows = [json.loads(line) for line in sst2_small["train"].read_text().splitlines()]
-    state = task.setup(rows, cfg.task_options)
+    split = data.load_split(str(sst2_small["train"]), "train")
+    state = task.setup(split.dataset, cfg.task_options)
     calls = []
-    real = task.encode
-    monkeypatch.setattr(task, "encode", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = prepcache.encode(task, rows, tok, state, cfg.task_options, train=True)
-    second = prepcache.encode(task, rows, tok, state, cfg.task_options, train=True)
+    real = task.encode_batch
+    monkeypatch.setattr(task, "encode_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def encode(ds, opts):
+        key = prepcache.key(task, ds, tok, state, opts, True)
+        return data.encode(ds, task, tok, state, opts, train=True, cache_key=key)
+
+    first = encode(split.dataset, cfg.task_options)
+    second = encode(split.dataset, cfg.task_options)
     assert len(calls) == 1 and second.to_dict() == first.to_dict()
-    assert len(list((tmp_path / "cache").glob("*/*"))) == 1
+    assert len(list((tmp_path / "cache" / "preprocessed").glob("*/*.arrow"))) == 1
+    again = data.load_split(str(sst2_small["train"]), "train")   # loaded anew: the same fingerprint
+    encode(again.dataset, cfg.task_options)
+    assert len(calls) == 1
     cfg.task_options.max_length = 8   # a different setting is a different entry
-    short = prepcache.encode(task, rows, tok, state, cfg.task_options, train=True)
+    short = encode(split.dataset, cfg.task_options)
     assert len(calls) == 2 and max(short["length"]) == 8
-    prepcache.encode(task, rows[:10], tok, state, cfg.task_options, train=True)   # different data too
+    encode(split.dataset.select(range(10)), cfg.task_options)   # different data too
     assert len(calls) == 3
     monkeypatch.setenv("TUNESMITH_CACHE", "off")
-    prepcache.encode(task, rows, tok, state, cfg.task_options, train=True)
+    encode(split.dataset, cfg.task_options)
     assert len(calls) == 4
 
 
+class _Data:
+    _fingerprint = "0123abcd"
+
+
 def test_an_edited_task_module_gets_a_new_cache_key(tmp_path, monkeypatch):
-    """The plugin version string rarely changes while its encode() does: the key also
+    """The plugin version string rarely changes while its encode_batch() does: the key also
     covers the module's source, so a developer never trains on stale features."""
     import importlib
 
@@ -138,9 +150,9 @@ def test_an_edited_task_module_gets_a_new_cache_key(tmp_path, monkeypatch):
     module = tmp_path / "edited_task.py"
     module.write_text("class Task:\n    name = 'edited'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    first = prepcache.key(importlib.import_module("edited_task").Task(), [{"a": 1}], "tok", {}, {}, True)
+    first = prepcache.key(importlib.import_module("edited_task").Task(), _Data(), "tok", {}, {}, True)
     module.write_text("class Task:\n    name = 'edited'  # encode changed\n")
-    second = prepcache.key(importlib.import_module("edited_task").Task(), [{"a": 1}], "tok", {}, {}, True)
-    assert first != second
-    again = prepcache.key(importlib.import_module("edited_task").Task(), [{"a": 1}], "tok", {}, {}, True)
+    second = prepcache.key(importlib.import_module("edited_task").Task(), _Data(), "tok", {}, {}, True)
+    assert first is not None and first != second
+    again = prepcache.key(importlib.import_module("edited_task").Task(), _Data(), "tok", {}, {}, True)
     assert again == second

@@ -173,8 +173,8 @@ def _api_plugin(root, module, spec):
 def test_plugin_api_version_is_checked(tmp_path):
     import tunesmith
 
-    assert tunesmith.PLUGIN_API_VERSION == 1
-    for module, spec in (("api_ok", ">=1,<2"), ("api_future", ">=2"), ("api_exact", 1), ("api_bad", "one")):
+    assert tunesmith.PLUGIN_API_VERSION == 2
+    for module, spec in (("api_ok", ">=2,<3"), ("api_future", ">=3"), ("api_exact", 2), ("api_bad", "one")):
         (tmp_path / module).mkdir()
         _api_plugin(tmp_path / module, module, spec)
     path = ":".join(str(tmp_path / m) for m in ("api_ok", "api_future", "api_exact", "api_bad"))
@@ -187,14 +187,14 @@ def test_plugin_api_version_is_checked(tmp_path):
     assert infos["api_exact"]["status"] == "loaded" and "api_exact-strategy" in strategies
     future = infos["api_future"]
     assert future["status"] == "failed" and "api_future-strategy" not in strategies
-    assert future["error"] == ("needs tunesmith plugin API >=2, but tunesmith 0.1.0 provides plugin API 1; "
+    assert future["error"] == ("needs tunesmith plugin API >=3, but tunesmith 0.2.0 provides plugin API 2; "
                                "install a tunesmith or a plugin version that match")
     assert infos["api_bad"]["status"] == "failed"
     assert "TUNESMITH_PLUGIN_API = 'one' is not a version specifier" in infos["api_bad"]["error"]
     # everything else still works, and the text listing names the refused plugin
     assert {"full", "lora"} <= strategies
     text = run_cli("plugins", env={"PYTHONPATH": path}).stdout
-    assert "api_future (tunesmith-api_future 1.2.3): failed: needs tunesmith plugin API >=2" in text
+    assert "api_future (tunesmith-api_future 1.2.3): failed: needs tunesmith plugin API >=3" in text
 
 
 def test_in_process_plugin_with_incompatible_api_is_refused():
@@ -204,6 +204,6 @@ def test_in_process_plugin_with_incompatible_api_is_refused():
     old = types.ModuleType("old_plugin")
     old.TUNESMITH_PLUGIN_API = "<1"
     with pytest.raises(PluginError, match=r"plugin 'old_plugin': needs tunesmith plugin API <1, "
-                                          r"but tunesmith .* provides plugin API 1"):
+                                          r"but tunesmith .* provides plugin API 2"):
         plugins.add(old, "old_plugin")
     assert "old_plugin" not in plugins.infos
