@@ -7,6 +7,7 @@ and are trained with a sigmoid per label (BCE), predicted with ``threshold``.
 
 from __future__ import annotations
 
+import itertools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,27 +142,29 @@ class TextClassification:
         if len(kinds) > 1:
             raise RowError(col, "mixes integer and string labels")
         int_labels = kinds == {int}
+        if int_labels and min(values) < 0:
+            raise RowError(col, f"integer labels must be >= 0, got {min(values)}")
+        if options.label_names is not None:
+            count = len(options.label_names)
+        else:
+            count = max(values) + 1 if int_labels else len(values)
+        if count < 2 and not multi:
+            raise RowError(col, f"need at least 2 classes, the training data has {count}")
+        if not multi and (int_labels or options.label_names is not None) and len(values) < count:
+            # the head gets one output per class: each must occur, or one stray label (50000,
+            # 10**9) silently builds a huge head that never sees most of its classes
+            missing = list(itertools.islice((i for i in range(count) if i not in values), 5))
+            raise RowError(col, f"{count - len(values):,} of the {count:,} classes never occur in the "
+                                f"{rows:,} training rows (e.g. {_listing(missing)}); "
+                                "integer labels must be 0..N-1 with every class present"
+                                + ("" if options.label_names is None else
+                                   ", and every entry of data.label_names must occur"))
         if options.label_names is not None:
             names = list(options.label_names)
         elif int_labels:
-            if min(values) < 0:
-                raise RowError(col, f"integer labels must be >= 0, got {min(values)}")
-            names = [str(i) for i in range(max(values) + 1)]
+            names = [str(i) for i in range(count)]
         else:
             names = sorted(values)
-        if len(names) < 2 and not multi:
-            raise RowError(col, f"need at least 2 classes, the training data has {len(names)}")
-        if not multi:
-            # the head gets one output per class: each must occur, or one stray label (50000,
-            # 10**9) silently builds a huge head that never sees most of its classes
-            ids = set(range(len(names))) if int_labels or options.label_names is not None else set(names)
-            missing = sorted(ids - values, key=str)
-            if missing:
-                raise RowError(col, f"{len(missing):,} of the {len(names):,} classes never occur in the "
-                                    f"{rows:,} training rows (e.g. {_listing(missing[:5])}); integer labels "
-                                    "must be 0..N-1 with every class present"
-                                    + ("" if options.label_names is None else
-                                       ", and every entry of data.label_names must occur"))
         return {"labels": names, "int_labels": int_labels or options.label_names is not None,
                 "multi_label": bool(multi)}
 

@@ -235,7 +235,7 @@ def test_question_too_long_is_a_clear_error(tok):
     r = row("Short context here.", "Short")
     r["question"] = "why " * 300
     with pytest.raises(DataError, match=r"question 'q' has 300 tokens: no context window fits"):
-        task.encode([r], tok, {}, opts, train=True)
+        task.encode_batch({k: [v] for k, v in r.items()}, tok, {}, opts, train=True)
 
 
 # ------------------------------------------------------------------ metrics

@@ -165,8 +165,9 @@ def test_t5_prefix_and_decoder_template(tiny_models):
     ltok = AutoTokenizer.from_pretrained(str(tiny_models["llama"]))
     Summarization().build_model(str(tiny_models["llama"]), ltok, {}, lopts, {})
     assert lopts.model_family == "decoder-only" and "{source}" in lopts.prompt_template
-    ds = Summarization().encode([{"document": "the film is good", "summary": "good film"}], ltok, {}, lopts, True)
-    labels, ids = ds[0]["labels"], ds[0]["input_ids"]
+    enc = Summarization().encode_batch({"document": ["the film is good"], "summary": ["good film"]},
+                                       ltok, {}, lopts, True)
+    labels, ids = enc["labels"][0], enc["input_ids"][0]
     target = [i for i in labels if i != -100]
     assert labels[:len(ids) - len(target)] == [-100] * (len(ids) - len(target))   # loss on the target only
     assert target[-1] == ltok.eos_token_id and ids[-len(target):] == target
