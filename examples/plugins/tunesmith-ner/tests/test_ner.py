@@ -99,20 +99,27 @@ def test_row_errors_name_the_field(row, field, message):
     assert err.value.field == field
 
 
+def _ds(rows):
+    """Training rows as the task receives them in plugin API 2: a datasets.Dataset."""
+    import datasets
+
+    return datasets.Dataset.from_list(rows)
+
+
 def test_setup_completes_bio_pairs_and_validation_tags_must_be_known():
-    state = TASK.setup([{"tokens": ["a", "b"], "ner_tags": ["B-PER", "O"]}], OPTS)
+    state = TASK.setup(_ds([{"tokens": ["a", "b"], "ner_tags": ["B-PER", "O"]}]), OPTS)
     assert state["labels"] == ["O", "B-PER", "I-PER"]
     TASK.check_row({"tokens": ["a", "b"], "ner_tags": ["B-PER", "I-PER"]}, OPTS, state)
     with pytest.raises(RowError, match="tag 0 = 'B-LOC' does not occur in the training data"):
         TASK.check_row({"tokens": ["a"], "ner_tags": ["B-LOC"]}, OPTS, state)
     with pytest.raises(RowError, match="no entity tags"):
-        TASK.setup([{"tokens": ["a"], "ner_tags": ["O"]}], OPTS)
+        TASK.setup(_ds([{"tokens": ["a"], "ner_tags": ["O"]}]), OPTS)
 
 
 def test_integer_tags_with_label_names():
     opts = NerOptions(label_names=["O", "B-PER", "I-PER"])
     TASK.check_row({"tokens": ["Ann", "Lee"], "ner_tags": [1, 2]}, opts)
-    assert TASK.setup([{"tokens": ["Ann"], "ner_tags": [1]}], opts)["labels"] == ["O", "B-PER", "I-PER"]
+    assert TASK.setup(_ds([{"tokens": ["Ann"], "ner_tags": [1]}]), opts)["labels"] == ["O", "B-PER", "I-PER"]
     with pytest.raises(RowError, match="not an index into data.label_names"):
         TASK.check_row({"tokens": ["Ann"], "ner_tags": [7]}, opts)
 
