@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, featurecache, prepcache, rundir
+from . import checkpoints, featurecache, lifecycle, prepcache, rundir
 from .config import RunConfig, load_config
 from .data import load_rows
-from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
+from .errors import DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
 
 
@@ -34,6 +33,7 @@ class Run:
     run_dir: Path
     model_path: str = ""
     resumed_from: str | None = None   # checkpoint folder a --resume continued from
+    replace: bool = False             # the existing output_dir is replaced (--overwrite, or a failed run)
     state: dict = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -74,16 +74,19 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     cfg = load_config(config, overrides, registry=plugins.registry)
     task = plugins.registry.task(cfg.task)
     strategy = plugins.registry.strategy(cfg.strategy.name)
-    run_dir = Path(cfg.output_dir)
+    run_dir, replace = Path(cfg.output_dir), False
     if resume and run_dir.is_dir() and any(run_dir.iterdir()):
         _check_resumable(run_dir, cfg)
     # under torchrun/accelerate only rank 0 checks the run dir (no race with itself)
     elif is_main_process() and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not overwrite:
+        # a failed run with nothing to resume is replaced by running again (docs/errors.md)
+        replace = overwrite or (not resume and lifecycle.rerunnable(run_dir))
+        if not replace:
             hint = ", pass --overwrite, or --resume to continue it" if rundir.is_run_dir(run_dir) else ""
             raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another{hint}")
         rundir.check_replaceable(run_dir, [cfg.source, cfg.data.train, cfg.data.validation, cfg.data.test])
-    run = Run(cfg, task, strategy, plugins, run_dir)
+    lifecycle.check_creatable(run_dir)
+    run = Run(cfg, task, strategy, plugins, run_dir, replace=replace)
     train_rows = load_split(task, cfg, "train", None, cfg.training.max_train_samples)
     try:
         run.state = task.setup(train_rows, cfg.task_options)
@@ -93,7 +96,7 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     test_rows = load_split(task, cfg, "test", run.state, None) if cfg.data.test else None
     source = plugins.registry.model_source_for(cfg.model)
     run.model_path = source.resolve(cfg.model)
-    if overwrite and not resume and run_dir.exists():
+    if run.replace and not resume and run_dir.exists():
         rundir.check_replaceable(run_dir, [run.model_path])   # never the base model's own folder
     return run, train_rows, eval_rows, test_rows
 
@@ -102,6 +105,9 @@ def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
     """Only a run of this tool, not yet complete, on the same data, may be continued."""
     manifest = rundir.read_manifest(run_dir)
     if manifest.get("status") == "complete":
+        if not (run_dir / rundir.MODEL).is_dir():
+            raise RunDirError(f"{str(run_dir)!r}: the run completed but its {rundir.MODEL}/ folder is missing "
+                              "(deleted?); nothing to resume; train it again with --overwrite")
         raise RunDirError(f"{str(run_dir)!r}: the run is already complete; nothing to resume")
     for key, old in (manifest.get("data") or {}).items():
         path = getattr(cfg.data, key, None)
@@ -161,7 +167,6 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     cfg, task = run.config, run.task
 
     import transformers
-    from transformers import EarlyStoppingCallback, TrainingArguments
 
     if quiet:
         quiet_libraries()
@@ -171,6 +176,9 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     opts = cfg.task_options
     train_ds = prepcache.encode(task, train_rows, tokenizer, run.state, opts, train=True)
     eval_ds = prepcache.encode(task, eval_rows, tokenizer, run.state, opts, train=False)
+    test_ds = prepcache.encode(task, test_rows, tokenizer, run.state, opts, train=False) if test_rows else None
+    # the last checks that can fail without training; after them the run directory exists
+    args = lifecycle.preflight(run, model, [train_ds, eval_ds, test_ds], quiet)
     collator = task.collator(tokenizer, opts)
     # frozen backbone: features computed once, the head trains on them (None: normal path)
     cache = featurecache.setup(run, model, train_ds, eval_ds, collator, cfg.training.eval_batch_size)
@@ -191,50 +199,26 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
                   file=sys.stderr)
         run.resumed_from = str(resume_from) if resume_from else None
     if is_main_process():   # only rank 0 writes the run dir (torchrun / accelerate launch)
-        if run.run_dir.exists() and overwrite and not resume:
-            shutil.rmtree(run.run_dir)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_manifest(run, status="running")
+        if run.replace and not overwrite and not resume:
+            lifecycle.note(f"replacing the failed run in {str(run.run_dir)!r} (no model, no checkpoint)")
+        lifecycle.start(run, run.replace, resume)
+    with lifecycle.marks_failure(run, is_main_process()):
+        return _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
+                      resume_from, quiet, overrides)
 
-    t = cfg.training
-    metric = main_metric(task, run.state)
+
+def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
+           resume_from, quiet, overrides) -> RunResult:
+    """Train, evaluate, save: everything that runs while the run directory exists."""
+    import transformers
+    from transformers import EarlyStoppingCallback
+
+    cfg, task, opts, t = run.config, run.task, run.config.task_options, run.config.training
     extra_metrics = run.plugins.registry.metrics_for(task.name)
     compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
-    args = dict(
-        output_dir=str(run.run_dir / "checkpoints"),
-        num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        learning_rate=t.learning_rate or run.strategy.default_learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio,   # a float in [0, 1) is a ratio of all steps
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        seed=t.seed,
-        data_seed=t.seed,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=t.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=task.greater_is_better,
-        logging_steps=t.logging_steps,
-        logging_strategy="steps",
-        report_to=[] if t.report_to in ("none", "") else [s.strip() for s in t.report_to.split(",")],
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        batch_eval_metrics=True,
-        disable_tqdm=quiet,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=_has_accelerator(),
-        use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
-    )
-    try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
-        args = TrainingArguments(**{**args, **t.trainer_args})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError([f"training.trainer_args: {str(exc).splitlines()[0]}"], source=cfg.source) from None
-
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     stop: dict = {}
-    callbacks.append(checkpoints.make_callback(t.save_steps, stop))
+    callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
     trainer_cls = getattr(task, "trainer_class", None)
     trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
         model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -252,7 +236,6 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            rundir.write_manifest(run, status="failed")
             raise RunDirError(f"disk full while writing checkpoints under {str(run.run_dir)!r} ({exc.strerror}); "
                               "free space, then continue with --resume") from None
         raise
@@ -262,12 +245,11 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         raise TrainingInterrupted(
             f"{stop['signal']}: training stopped at step {stop.get('step')}; checkpoint saved in "
             f"{str(run.run_dir / checkpoints.CHECKPOINTS)!r}; continue with: "
-            f"tunesmith train {cfg.source or run.run_dir} --resume")
+            f"{lifecycle.resume_command(cfg, run.run_dir, overrides)}")
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
-    if test_rows:
-        test_ds = prepcache.encode(task, test_rows, tokenizer, run.state, opts, train=False)
+    if test_ds is not None:
         test_ds = cache.encode(test_ds) if cache else test_ds
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trained = cache.unwrap() if cache else trainer.model
