@@ -330,10 +330,12 @@ def coerce(value: Any, tp, where: str, problems: list[str]) -> Any:
         problems.append(f"{where} must be true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2 ** 63:   # more than any count or size; C code below would overflow
+                problems.append(f"{where} must be below 2**63, got {value!r}")
+            return value
         problems.append(f"{where} must be an integer, got {value!r}")
         return value
     if tp is float:
@@ -457,11 +459,23 @@ def parse(data: Mapping, problems: list[str]) -> RunConfig:
                 problems.append(f"data.{key}: file not found: {path!r}")
             else:   # absolute: the manifest's config then works from any directory (--resume)
                 setattr(cfg.data, key, os.path.abspath(path))
+    problem = _path_problem(cfg.output_dir) if isinstance(cfg.output_dir, str) and cfg.output_dir else None
+    if problem:
+        problems.append(f"output_dir: {problem}: {cfg.output_dir!r}")
     if cfg.model and ":" not in cfg.model.split(os.sep)[0] and _exists(cfg.model):
         cfg.model = os.path.abspath(cfg.model)   # a local folder, not a hub id or package:NAME
     cfg.training.check(problems)
     cfg.generation.check(problems)
     return cfg
+
+
+def _path_problem(path: str) -> str | None:
+    """What no file system accepts: a NUL byte, a name longer than 255 bytes."""
+    if "\0" in path:
+        return "a path cannot contain a NUL byte"
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in Path(path).parts):
+        return "a file or folder name is longer than 255 bytes"
+    return None
 
 
 def _exists(path: str) -> bool:

@@ -28,7 +28,7 @@ class ConfigError(TunesmithError):
     """One or more problems in a run configuration, all reported at once."""
 
     def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
+        self.problems = [shorten(p, MAX_MESSAGE // 3) for p in problems]   # each one stays readable
         self.source = source
         where = f"{source}: " if source else ""
         if len(self.problems) == 1:

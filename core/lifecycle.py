@@ -5,9 +5,9 @@
   model's position embeddings) runs before the run directory is created.
 - :func:`start`: creates (or replaces) the run directory and writes ``status: running``.
 - :func:`marks_failure`: any error after that leaves ``status: failed`` in the manifest.
-- :func:`rerunnable`: a run that failed (or whose process died) with no model and no
-  checkpoint to resume from holds nothing of value: running ``train`` again into it
-  replaces it, so the corrected command just works.
+- :func:`rerunnable`: a run that failed (or whose process died) holding only the
+  manifest and no complete checkpoint to resume from has nothing of value: running
+  ``train`` again into it replaces it, so the corrected command just works.
 """
 
 from __future__ import annotations
@@ -176,7 +176,15 @@ def rerunnable(run_dir: Path) -> bool:
     dead = status == "running" and not _alive(manifest.get("pid"), manifest.get("host"))
     if status != "failed" and not dead:
         return False
-    return not (run_dir / rundir.MODEL).exists() and checkpoints.latest_valid(run_dir)[0] is None
+    # only what tunesmith itself wrote there, so that a rerun deletes nothing of the user's
+    if any(not _ours(p.name) for p in run_dir.iterdir()):
+        return False
+    return checkpoints.latest_valid(run_dir)[0] is None
+
+
+def _ours(name: str) -> bool:
+    return name in (rundir.MANIFEST, checkpoints.CHECKPOINTS) or name.startswith(
+        (".model-", f".{rundir.MANIFEST}.", f".{rundir.METRICS}."))
 
 
 def _alive(pid, host) -> bool:
@@ -256,14 +264,10 @@ def finite_callback():
     return FiniteNumbers()
 
 
-def resume_command(cfg, run_dir: Path, overrides) -> str:
-    """The command that continues this run, from any directory: the config (absolute)
-    with the same ``--set`` overrides, or the run directory itself."""
-    target = os.path.abspath(cfg.source) if cfg.source else os.path.abspath(run_dir)
-    parts = ["tunesmith", "train", target]
-    for o in overrides or ():
-        parts += ["--set", o]
-    return " ".join(shlex.quote(p) for p in [*parts, "--resume"])
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run from any directory: the run directory holds
+    the full config (with every ``--set`` override applied, data paths absolute)."""
+    return f"tunesmith train {shlex.quote(os.path.abspath(run_dir))} --resume"
 
 
 def note(message: str) -> None:

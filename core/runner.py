@@ -200,15 +200,15 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         run.resumed_from = str(resume_from) if resume_from else None
     if is_main_process():   # only rank 0 writes the run dir (torchrun / accelerate launch)
         if run.replace and not overwrite and not resume:
-            lifecycle.note(f"replacing the failed run in {str(run.run_dir)!r} (no model, no checkpoint)")
+            lifecycle.note(f"replacing the failed run in {str(run.run_dir)!r} (nothing in it to resume)")
         lifecycle.start(run, run.replace, resume)
     with lifecycle.marks_failure(run, is_main_process()):
         return _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
-                      resume_from, quiet, overrides)
+                      resume_from, quiet)
 
 
 def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
-           resume_from, quiet, overrides) -> RunResult:
+           resume_from, quiet) -> RunResult:
     """Train, evaluate, save: everything that runs while the run directory exists."""
     import transformers
     from transformers import EarlyStoppingCallback
@@ -245,7 +245,7 @@ def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, coll
         raise TrainingInterrupted(
             f"{stop['signal']}: training stopped at step {stop.get('step')}; checkpoint saved in "
             f"{str(run.run_dir / checkpoints.CHECKPOINTS)!r}; continue with: "
-            f"{lifecycle.resume_command(cfg, run.run_dir, overrides)}")
+            f"{lifecycle.resume_command(run.run_dir)}")
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
