@@ -7,6 +7,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -202,7 +203,9 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         if run.replace and not overwrite and not resume:
             lifecycle.note(f"replacing the failed run in {str(run.run_dir)!r} (nothing in it to resume)")
         lifecycle.start(run, run.replace, resume)
-    with lifecycle.marks_failure(run, is_main_process()):
+    # stdout carries the result only: the Trainer's log lines (printed with progress bars
+    # on) and anything a plugin prints while training go to stderr
+    with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
         return _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
                       resume_from, quiet)
 

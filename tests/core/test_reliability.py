@@ -187,9 +187,9 @@ def test_diverged_training_is_an_error_then_the_corrected_rerun_works(tmp_path, 
     assert json.loads((ctx.out / "tunesmith.json").read_text())["status"] == "failed"
     assert sorted(p.name for p in ctx.out.iterdir()) == ["tunesmith.json"]   # no NaN checkpoint or metrics
     _record("training-diverged-nan-loss", line)
-    again = run_cli("train", cfg, *SMALL)
+    again = run_cli("train", cfg, "--set", "training.max_train_samples=8")   # progress bars on
     assert again.returncode == 0, again.stderr[-2000:]
-    result = json.loads(again.stdout)   # stdout is one JSON document
+    result = json.loads(again.stdout)   # stdout is one JSON document, even with the Trainer's logs
     assert result["run_dir"] == str(ctx.out) and "replacing the failed run" in again.stderr
     metrics = (ctx.out / "metrics.json").read_text()
     assert "NaN" not in metrics and "Infinity" not in metrics
