@@ -105,7 +105,8 @@ def test_tiny_llama_classifier_with_lora(tiny_config, tiny_llama):
 
 def test_existing_output_dir_refused_then_overwritten(tiny_config, tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
+    run.mkdir()   # a (failed) run of tunesmith's own: --overwrite may replace it
+    (run / "tunesmith.json").write_text('{"tunesmith_version": "0.2.0", "status": "failed"}')
     (run / "keep.txt").write_text("x")
     with pytest.raises(RunDirError, match="already exists"):
         tunesmith.train(tiny_config)
