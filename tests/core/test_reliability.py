@@ -315,6 +315,7 @@ def _nan_copy(trained: Path, tmp: Path) -> Path:
 PREDICT_CASES = [
     ("predict-non-utf8-input", lambda r, t: ["predict", r, "--input", "-"], b'{"text": "fine"}\n"caf\xe9"\n',
      ["<stdin>:2", "not valid UTF-8", "0xe9"]),
+    # "" is refused like {"text": ""} (tests/core/test_predict.py: "<file>:N: field 'text': empty text")
     ("predict-empty-string", lambda r, t: ["predict", r, "--input", "-"], b'{"text": "fine"}\n""\n',
      ["<stdin>:2", "empty text"]),
     ("predict-json-nested-100k-deep", lambda r, t: ["predict", r, "--input", "-"],
@@ -345,12 +346,6 @@ def test_predict_mistakes(case, trained, tmp_path):
         json.loads(out)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary output file was left"
     _record(name, line)
-
-
-def test_predict_empty_string_equals_empty_object(trained):
-    for text in ('""', '{"text": ""}'):
-        done = run_cli("predict", trained, "--input", "-", "--quiet", input=text + "\n")
-        _one_error_line(done, "<stdin>:1", "empty text")
 
 
 def test_a_run_whose_model_was_deleted(trained, tmp_path):
