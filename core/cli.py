@@ -127,8 +127,10 @@ def cmd_compare(args) -> int:
 def cmd_evaluate(args) -> int:
     from .predictor import Predictor
 
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = Predictor(args.run_dir, plugins=_plugins(args)).evaluate(args.data, batch_size=args.batch_size)
-    print(json.dumps(metrics, indent=2))
+    print(_json_line(metrics, args.data))
     return 0
 
 
@@ -143,9 +145,10 @@ def cmd_predict(args) -> int:
 
     read_manifest(args.run_dir)   # a wrong run dir is reported before the input is read
     name = "<stdin>" if args.input == "-" else args.input
-    src = sys.stdin if args.input == "-" else _open(args.input)
+    # bytes: predict_stream decodes each line, so a non-UTF-8 byte is an error naming its line
+    src = sys.stdin.buffer if args.input == "-" else _open(args.input)
     total = None
-    if src is not sys.stdin:
+    if src is not sys.stdin.buffer:
         with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
             total = sum(1 for line in f if line.strip())
     if args.quiet:
@@ -159,6 +162,8 @@ def cmd_predict(args) -> int:
     else:
         # write beside the target and rename at the end: a bad row leaves no partial file
         folder = os.path.dirname(os.path.abspath(args.output))
+        if os.path.isdir(args.output):
+            raise DataError("is a directory; give a file name for --output", file=args.output)
         if not os.path.isdir(folder):
             raise DataError("output folder does not exist", file=args.output)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(args.output)}.")
@@ -166,7 +171,7 @@ def cmd_predict(args) -> int:
     progress = _progress(total, args.quiet)
     try:
         stats = predict_stream(predictor, src, name,
-                               lambda r: out.write(json.dumps(r, ensure_ascii=False) + "\n"),
+                               lambda r: out.write(_json_line(r, name) + "\n"),
                                batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
                                progress=progress)
         out.flush()
@@ -180,7 +185,7 @@ def cmd_predict(args) -> int:
         if tmp:
             out.close()
             os.unlink(tmp)
-        if src is not sys.stdin:
+        if src is not sys.stdin.buffer:
             src.close()
     if stats["skipped"]:
         lines = ", ".join(map(str, stats["skipped_lines"])) + (", ..." if stats["skipped"] > 20 else "")
@@ -203,10 +208,27 @@ def _progress(total, quiet):
 def cmd_serve(args) -> int:
     from .serve import serve
 
+    _check_port(args.host, args.port)   # before loading the model and saying "serving on"
+
     serve(args.run_dir, host=args.host, port=args.port, plugins=_plugins(args),
           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
           micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn will (SO_REUSEADDR), so that a busy port is one
+    error line instead of a start message followed by uvicorn's exit."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except (OSError, OverflowError) as exc:   # EADDRINUSE, EACCES, a bad host, a port > 65535
+        raise TunesmithError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def cmd_export(args) -> int:
@@ -218,9 +240,23 @@ def cmd_export(args) -> int:
 
 
 def _open(path: str):
+    if os.path.isdir(path):
+        raise DataError("is a directory, not an input file", file=path)
     if not os.path.isfile(path):
         raise DataError("file not found", file=path)
-    return open(path, encoding="utf-8")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", file=path) from None
+
+
+def _json_line(answer, name: str) -> str:
+    """One answer as JSON; NaN/inf is not JSON, and only a broken model produces it."""
+    try:
+        return json.dumps(answer, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise DataError("the model produced a non-finite score (NaN or inf): its weights are broken; "
+                        "train the run again", file=name) from None
 
 
 def cmd_plugins(args) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -70,6 +72,8 @@ class TrainingConfig:
             problems.append(f"training.weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not 0 <= self.seed < 2 ** 32:   # what numpy / torch accept as a seed
+            problems.append(f"training.seed must be in [0, 2**32), got {self.seed!r}")
 
 
 @dataclass
@@ -159,30 +163,33 @@ def _describe(spec):
 
 # --------------------------------------------------------------------------- loading
 
+# a config is a few dozen keys: deeper nesting or more values is a mistake or an attack
+# (a YAML "billion laughs" alias bomb expands exponentially), refused before anything walks it
+MAX_DEPTH, MAX_VALUES = 64, 100_000
+
+
 def read_file(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError([f"config file not found: {str(path)!r}"])
+        what = "is a directory, not a config file" if p.is_dir() else "config file not found"
+        raise ConfigError([f"{what}: {str(path)!r}"])
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
+    except OSError as exc:   # permissions, I/O error
+        raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], source=str(path)) from None
-    if p.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError([f"line {exc.lineno}: invalid JSON: {exc.msg}"], source=str(path)) from None
-    else:
-        import yaml
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f"line {mark.line + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError([f"{line}invalid YAML: {problem}"], source=str(path)) from None
+    try:
+        data = _load_json(text) if p.suffix == ".json" else _load_yaml(text)
+    except RecursionError:
+        raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source=str(path)) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=str(path)) from None
     if data is None:
         data = {}
+    check_size(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError([f"the top level must be a mapping of keys, got {type(data).__name__}"],
                           source=str(path))
@@ -202,6 +209,102 @@ def _is_glob(spec: str) -> bool:
     return any(c in spec for c in "*?[")
 
 
+def check_size(data, source: str | None) -> None:
+    """Refuse nesting deeper than MAX_DEPTH or more than MAX_VALUES values (counting what
+    YAML aliases repeat), walking iteratively and stopping at the limit."""
+    stack, count = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError([f"more than {MAX_VALUES:,} values (YAML aliases expanding?); "
+                               "a run configuration is a few dozen keys"], source=source)
+        if depth > MAX_DEPTH:
+            raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source=source)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _load_yaml(text: str):
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_unique_keys_loader())   # a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{line}invalid YAML: {problem}"]) from None
+
+
+_LOADER = None
+
+
+def _unique_keys_loader():
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep
+    the last silently); ``<<`` merge keys may still be overridden, as YAML intends."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def construct_mapping(self, node, deep=False):
+                if isinstance(node, yaml.MappingNode):
+                    seen = set()
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                            continue
+                        if key_node.value in seen:
+                            raise ConfigError([f"line {key_node.start_mark.line + 1}: duplicate key "
+                                               f"{key_node.value!r} (given twice in one mapping)"])
+                        seen.add(key_node.value)
+                return super().construct_mapping(node, deep=deep)
+
+        _LOADER = UniqueKeyLoader
+    return _LOADER
+
+
+def _load_json(text: str):
+    """json.loads that refuses duplicate keys, naming the line of the second one.
+
+    The pure-Python scanner is used so that each object's span is known: a duplicate's
+    line is found among the keys of its own object, not those of nested ones."""
+    from json import decoder, scanner
+
+    spans: list[tuple[int, int]] = []
+
+    def parse_object(s_and_end, *args):
+        start = s_and_end[1]
+        inner = len(spans)
+        pairs, end = decoder.JSONObject(s_and_end, *args[:3], lambda p: p, *args[4:])
+        nested = spans[inner:]
+        spans.append((start, end))
+        keys = set()
+        for key, _ in pairs:
+            if key in keys:
+                raise ConfigError([f"{_duplicate_line(s_and_end[0], key, start, end, nested)}"
+                                   f"duplicate key {key!r} (given twice in one object)"])
+            keys.add(key)
+        return dict(pairs), end
+
+    dec = json.JSONDecoder()
+    dec.parse_object = parse_object
+    dec.scan_once = scanner.py_make_scanner(dec)
+    try:
+        return dec.decode(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"line {exc.lineno}: invalid JSON: {exc.msg}"]) from None
+
+
+def _duplicate_line(text: str, key: str, start: int, end: int, nested) -> str:
+    pattern = re.compile(re.escape(json.dumps(key)) + r"\s*:")
+    hits = [m.start() for m in pattern.finditer(text, start, end)
+            if not any(a <= m.start() < b for a, b in nested)]
+    return f"line {text.count(chr(10), 0, hits[1]) + 1}: " if len(hits) > 1 else ""
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError([f"--set {text!r}: expected dotted.key=value"])
@@ -209,11 +312,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError([f"--set {text!r}: empty key"])
-    import yaml
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = _load_yaml(raw) if raw.strip() else ""
+    except RecursionError:
+        raise ConfigError([f"--set {key!r}: nested more than {MAX_DEPTH} levels deep"]) from None
+    except ConfigError:   # not YAML: the text itself
         value = raw
+    check_size(value, f"--set {key!r}")
     return key.split("."), value
 
 
@@ -249,22 +354,29 @@ def coerce(value: Any, tp, where: str, problems: list[str]) -> Any:
         problems.append(f"{where} must be true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2 ** 63:   # more than any count or size; C code below would overflow
+                problems.append(f"{where} must be below 2**63, got {value!r}")
+            return value
         problems.append(f"{where} must be an integer, got {value!r}")
         return value
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):   # YAML 1.1 reads "1e-4" as a string
+            number = float(value) if abs(value) < 1e308 else math.inf   # float(10**400) overflows
+        elif isinstance(value, str):   # YAML 1.1 reads "1e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        problems.append(f"{where} must be a number, got {value!r}")
-        return value
+        if number is None:
+            problems.append(f"{where} must be a number, got {value!r}")
+            return value
+        if not math.isfinite(number):   # 1e400, .inf, .nan: would train to a NaN loss
+            problems.append(f"{where} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -283,8 +395,25 @@ def coerce(value: Any, tp, where: str, problems: list[str]) -> Any:
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{where} must be a mapping, got {value!r}")
+        else:   # passed through untyped (trainer_args): still no inf / nan inside
+            for key, number in _non_finite(value, where):
+                problems.append(f"{key} must be a finite number, got {number!r}")
         return value
     return value
+
+
+def _non_finite(value, where: str) -> list[tuple[str, float]]:
+    """(dotted key, value) of every inf/nan float inside nested mappings and lists."""
+    found, stack = [], [(where, value)]
+    while stack:
+        key, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            found.append((key, v))
+        elif isinstance(v, dict):
+            stack.extend((f"{key}.{k}", x) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((f"{key}[{i}]", x) for i, x in enumerate(v))
+    return sorted(found)
 
 
 def build_dataclass(cls, values: Mapping, prefix: str, problems: list[str], *, extra: str | None = None):
@@ -360,9 +489,30 @@ def parse(data: Mapping, problems: list[str]) -> RunConfig:
                             f"got {type(spec).__name__}")
     if cfg.data.streaming and not cfg.training.max_steps:
         problems.append("data.streaming needs training.max_steps (a stream has no length to count epochs in)")
+    problem = _path_problem(cfg.output_dir) if isinstance(cfg.output_dir, str) and cfg.output_dir else None
+    if problem:
+        problems.append(f"output_dir: {problem}: {cfg.output_dir!r}")
+    if cfg.model and ":" not in cfg.model.split(os.sep)[0] and _exists(cfg.model):
+        cfg.model = os.path.abspath(cfg.model)   # a local folder, not a hub id or package:NAME
     cfg.training.check(problems)
     cfg.generation.check(problems)
     return cfg
+
+
+def _path_problem(path: str) -> str | None:
+    """What no file system accepts: a NUL byte, a name longer than 255 bytes."""
+    if "\0" in path:
+        return "a path cannot contain a NUL byte"
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in Path(path).parts):
+        return "a file or folder name is longer than 255 bytes"
+    return None
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):   # a NUL byte, a name too long
+        return False
 
 
 def resolve(cfg: RunConfig, registry, problems: list[str]) -> None:

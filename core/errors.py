@@ -5,15 +5,30 @@ from __future__ import annotations
 import difflib
 
 
+# an error message is one line for a person: a value quoted in it (a 10M-item list given
+# as a text, a 50 MB line) is cut in the middle, keeping the start and the hint at the end
+MAX_MESSAGE = 1000
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters cut ...] {text[-tail:]}"
+
+
 class TunesmithError(Exception):
     """Base class: a problem in the user's input, configuration or plugins."""
+
+    def __init__(self, *args):
+        super().__init__(*(shorten(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(TunesmithError):
     """One or more problems in a run configuration, all reported at once."""
 
     def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
+        self.problems = [shorten(p, MAX_MESSAGE // 3) for p in problems]   # each one stays readable
         self.source = source
         where = f"{source}: " if source else ""
         if len(self.problems) == 1:

@@ -19,6 +19,9 @@ class Predictor:
         self.run_dir = Path(run_dir)
         self.manifest = rundir.read_manifest(self.run_dir)
         model_dir = self.run_dir / rundir.MODEL
+        if self.manifest.get("status") == "complete" and not model_dir.is_dir():
+            raise RunDirError(f"run {str(run_dir)!r} completed but its {rundir.MODEL}/ folder is missing "
+                              "(deleted?); train it again with --overwrite")
         if self.manifest.get("status") != "complete" or not model_dir.is_dir():
             raise RunDirError(f"run {str(run_dir)!r} did not finish (no saved model); "
                               f"train it again or resume it")
@@ -63,6 +66,9 @@ class Predictor:
             inputs = [inputs]
         order = sorted(range(len(inputs)), key=lambda i: _length_key(inputs[i]))
         try:
+            for i, item in enumerate(inputs):
+                if isinstance(item, str) and not item.strip():
+                    raise RowError(None, f"input {i + 1}: empty text")
             answers = self.task.predict(self.model, self.tokenizer, [inputs[i] for i in order],
                                         self.state, self.options, batch_size)
         except RowError as exc:   # a task's input check: a user mistake, not a crash
@@ -75,6 +81,8 @@ class Predictor:
     def check_input(self, item) -> None:
         """Raise RowError for an input the task cannot use (the task's optional
         ``check_input(item, options)``; without it, errors surface from ``predict``)."""
+        if isinstance(item, str) and not item.strip():   # as {"text": ""} is refused
+            raise RowError(None, "empty text")
         check = getattr(self.task, "check_input", None)
         if check is not None:
             check(item, self.options)
@@ -159,15 +167,22 @@ def predict_stream(predictor: Predictor, lines, name: str, write, batch_size: in
         chunk.clear()
 
     for n, line in enumerate(lines, 1):
-        text = line.rstrip("\r\n")
-        if not text.strip():
-            continue
         try:
+            if isinstance(line, bytes):   # decoded here, so that a bad byte names its line
+                line = line.decode("utf-8-sig" if n == 1 else "utf-8")
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
             item = _parse_line(text, json)
             predictor.check_input(item)
         except (ValueError, RowError) as exc:   # JSONDecodeError is a ValueError
             field = getattr(exc, "field", None)
-            msg = f"malformed JSON: {exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            if isinstance(exc, json.JSONDecodeError):
+                msg = f"malformed JSON: {exc.msg} (column {exc.colno})"
+            elif isinstance(exc, UnicodeDecodeError):
+                msg = f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+            else:
+                msg = str(exc)
             if not skip_bad_rows:
                 raise DataError(msg, file=name, line=n, field=field) from None
             stats["skipped"] += 1
@@ -187,7 +202,10 @@ def predict_stream(predictor: Predictor, lines, name: str, write, batch_size: in
 def _parse_line(text: str, json):
     """A JSON object or string per line; any other line is the raw text."""
     if text.lstrip()[:1] in ("{", '"', "["):
-        item = json.loads(text)
+        try:
+            item = json.loads(text)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
         if not isinstance(item, (dict, str)):
             raise ValueError(f"expected a JSON object or string, got {type(item).__name__}")
         return item

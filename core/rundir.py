@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -37,7 +38,7 @@ def write_json(path: Path, data) -> None:
     os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; keep the user's usual permissions
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
+            json.dump(data, f, indent=2, default=str, allow_nan=False)   # NaN is not JSON
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -105,6 +106,9 @@ def write_manifest(run, status: str, finished: float | None = None) -> None:
         "model": {"reference": cfg.model, "resolved": run.model_path,
                   "weights_sha256": weights_sha256(run.model_path)},
         "resumed_from": getattr(run, "resumed_from", None),
+        # who writes it: a "running" run whose process is gone died (lifecycle.rerunnable)
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
         "config": cfg.to_dict(),
         "config_source": cfg.source,
         "seed": cfg.training.seed,

@@ -7,18 +7,18 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, featurecache, prepcache, rundir
+from . import checkpoints, data, featurecache, lifecycle, prepcache, rundir
 from .config import RunConfig, load_config
-from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
+from .errors import DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
 
 
@@ -33,6 +33,7 @@ class Run:
     run_dir: Path
     model_path: str = ""
     resumed_from: str | None = None   # checkpoint folder a --resume continued from
+    replace: bool = False             # the existing output_dir is replaced (--overwrite, or a failed run)
     state: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)   # name -> tunesmith.data.Split
     started_at: float = field(default_factory=time.time)
@@ -112,24 +113,27 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     cfg = load_config(config, overrides, registry=plugins.registry, data=data_splits)
     task = plugins.registry.task(cfg.task)
     strategy = plugins.registry.strategy(cfg.strategy.name)
-    run_dir = Path(cfg.output_dir)
+    run_dir, replace = Path(cfg.output_dir), False
     resuming = resume and run_dir.is_dir() and any(run_dir.iterdir())
     if resuming:
         rundir.read_manifest(run_dir)   # a foreign or corrupt folder fails before any data is read
     # under torchrun/accelerate only rank 0 checks the run dir (no race with itself)
     elif is_main_process() and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not overwrite:
+        # a failed run with nothing to resume is replaced by running again (docs/errors.md)
+        replace = overwrite or (not resume and lifecycle.rerunnable(run_dir))
+        if not replace:
             hint = ", pass --overwrite, or --resume to continue it" if rundir.is_run_dir(run_dir) else ""
             raise RunDirError(f"output_dir {str(run_dir)!r} already exists; choose another{hint}")
         rundir.check_replaceable(run_dir, [cfg.source, *(s for s in (cfg.data.train, cfg.data.validation,
                                                                      cfg.data.test) if isinstance(s, str))])
-    run = Run(cfg, task, strategy, plugins, run_dir)
+    lifecycle.check_creatable(run_dir)
+    run = Run(cfg, task, strategy, plugins, run_dir, replace=replace)
     run.state, run.splits = load_data(task, cfg)
     if resuming:
         _check_resumable(run_dir, run.splits)
     source = plugins.registry.model_source_for(cfg.model)
     run.model_path = source.resolve(cfg.model)
-    if overwrite and not resume and run_dir.exists():
+    if run.replace and not resume and run_dir.exists():
         rundir.check_replaceable(run_dir, [run.model_path])   # never the base model's own folder
     return run
 
@@ -138,6 +142,9 @@ def _check_resumable(run_dir: Path, splits: dict) -> None:
     """Only a run of this tool, not yet complete, on the same data, may be continued."""
     manifest = rundir.read_manifest(run_dir)
     if manifest.get("status") == "complete":
+        if not (run_dir / rundir.MODEL).is_dir():
+            raise RunDirError(f"{str(run_dir)!r}: the run completed but its {rundir.MODEL}/ folder is missing "
+                              "(deleted?); nothing to resume; train it again with --overwrite")
         raise RunDirError(f"{str(run_dir)!r}: the run is already complete; nothing to resume")
     for key, old in (manifest.get("data") or {}).items():
         new = splits.get(key)
@@ -205,7 +212,6 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     cfg, task = run.config, run.task
 
     import transformers
-    from transformers import EarlyStoppingCallback, TrainingArguments
 
     if quiet:
         quiet_libraries()
@@ -215,6 +221,9 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     opts = cfg.task_options
     train_ds = encode_split(run, run.splits["train"], tokenizer, train=True)
     eval_ds = encode_split(run, run.splits["validation"], tokenizer, train=False)
+    test_ds = encode_split(run, run.splits["test"], tokenizer, train=False) if "test" in run.splits else None
+    # the last checks that can fail without training; after them the run directory exists
+    args = lifecycle.preflight(run, model, [train_ds, eval_ds, test_ds], quiet)
     collator = task.collator(tokenizer, opts)
     # frozen backbone: features computed once, the head trains on them (None: normal path)
     cache = featurecache.setup(run, model, train_ds, eval_ds, collator, cfg.training.eval_batch_size)
@@ -235,55 +244,28 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
                   file=sys.stderr)
         run.resumed_from = str(resume_from) if resume_from else None
     if is_main_process():   # only rank 0 writes the run dir (torchrun / accelerate launch)
-        if run.run_dir.exists() and overwrite and not resume:
-            shutil.rmtree(run.run_dir)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_manifest(run, status="running")
+        if run.replace and not overwrite and not resume:
+            lifecycle.note(f"replacing the failed run in {str(run.run_dir)!r} (nothing in it to resume)")
+        lifecycle.start(run, run.replace, resume)
+    # stdout carries the result only: the Trainer's log lines (printed with progress bars
+    # on) and anything a plugin prints while training go to stderr
+    with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
+        return _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
+                      resume_from, quiet)
 
-    t = cfg.training
-    streaming = run.splits["train"].streaming
-    metric = main_metric(task, run.state)
+
+def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
+           resume_from, quiet) -> RunResult:
+    """Train, evaluate, save: everything that runs while the run directory exists."""
+    import transformers
+    from transformers import EarlyStoppingCallback
+
+    cfg, task, opts, t = run.config, run.task, run.config.task_options, run.config.training
     extra_metrics = run.plugins.registry.metrics_for(task.name)
     compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
-    args = dict(
-        output_dir=str(run.run_dir / "checkpoints"),
-        num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        learning_rate=t.learning_rate or run.strategy.default_learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio,   # a float in [0, 1) is a ratio of all steps
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        seed=t.seed,
-        data_seed=t.seed,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=t.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=task.greater_is_better,
-        logging_steps=t.logging_steps,
-        logging_strategy="steps",
-        report_to=[] if t.report_to in ("none", "") else [s.strip() for s in t.report_to.split(",")],
-        # a stream has no length to group by
-        train_sampling_strategy="group_by_length" if t.group_by_length and not streaming else "random",
-        batch_eval_metrics=True,
-        disable_tqdm=quiet,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=_has_accelerator(),
-        use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
-    )
-    if t.max_steps:   # a step budget instead of epochs: evaluate and checkpoint when it is spent
-        args.update(max_steps=t.max_steps, eval_strategy="steps", eval_steps=t.max_steps,
-                    save_strategy="steps", save_steps=t.max_steps)
-    try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
-        args = TrainingArguments(**{**args, **t.trainer_args})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError([f"training.trainer_args: {str(exc).splitlines()[0]}"], source=cfg.source) from None
-
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     stop: dict = {}
-    callbacks.append(checkpoints.make_callback(t.save_steps, stop))
+    callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
     trainer_cls = getattr(task, "trainer_class", None)
     trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
         model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -299,12 +281,8 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     try:
         with checkpoints.graceful_stop(stop):
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except DataError:   # a bad row met while streaming: the checkpoints so far stay
-        rundir.write_manifest(run, status="failed")
-        raise
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            rundir.write_manifest(run, status="failed")
             raise RunDirError(f"disk full while writing checkpoints under {str(run.run_dir)!r} ({exc.strerror}); "
                               "free space, then continue with --resume") from None
         raise
@@ -314,12 +292,11 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         raise TrainingInterrupted(
             f"{stop['signal']}: training stopped at step {stop.get('step')}; checkpoint saved in "
             f"{str(run.run_dir / checkpoints.CHECKPOINTS)!r}; continue with: "
-            f"tunesmith train {cfg.source or run.run_dir} --resume")
+            f"{lifecycle.resume_command(run.run_dir)}")
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
-    if "test" in run.splits:
-        test_ds = encode_split(run, run.splits["test"], tokenizer, train=False)
+    if test_ds is not None:
         test_ds = cache.encode(test_ds) if cache else test_ds
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trained = cache.unwrap() if cache else trainer.model
