@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, featurecache, prepcache, rundir
+from . import checkpoints, featurecache, precision, prepcache, rundir
 from .config import RunConfig, load_config
 from .data import load_rows
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
@@ -34,6 +34,7 @@ class Run:
     run_dir: Path
     model_path: str = ""
     resumed_from: str | None = None   # checkpoint folder a --resume continued from
+    precision: dict = field(default_factory=dict)   # {"requested", "used", "why"}: what trained the model
     state: dict = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -165,6 +166,7 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
 
     if quiet:
         quiet_libraries()
+    run.precision = choose_precision(run)
     transformers.set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
@@ -226,11 +228,17 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         dataloader_num_workers=0,
         dataloader_pin_memory=_has_accelerator(),
         use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
+        # mixed precision through the Trainer's own options: accelerate autocasts the forward
+        bf16=run.precision["used"] == "bf16",
+        fp16=run.precision["used"] == "fp16",
     )
     try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
         args = TrainingArguments(**{**args, **t.trainer_args})
     except (TypeError, ValueError) as exc:
         raise ConfigError([f"training.trainer_args: {str(exc).splitlines()[0]}"], source=cfg.source) from None
+    used = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    if used != run.precision["used"]:   # trainer_args' own bf16/fp16 decided
+        run.precision = {**run.precision, "used": used, "why": "training.trainer_args"}
 
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     stop: dict = {}
@@ -271,6 +279,8 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         test_ds = cache.encode(test_ds) if cache else test_ds
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trained = cache.unwrap() if cache else trainer.model
+    if cache:   # the Trainer autocast only the cached head: the in-memory model runs as it trained
+        precision.wrap_forward(trained, run.precision["used"], next(trained.parameters()).device.type)
     trainable, total = count_parameters(trained)
     result = RunResult(run.run_dir, final, hist, trainable, total,
                        round(runtime, 3), test, trained, tokenizer)
@@ -278,6 +288,22 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         rundir.save(run, trained, tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
+
+
+def choose_precision(run: Run) -> dict:
+    """``training.precision`` resolved for this machine and run (see tunesmith.precision).
+    A strategy or task that loses accuracy in mixed precision says why in its optional
+    ``mixed_precision_unsafe`` attribute; ``auto`` then trains in float32."""
+    cfg = run.config
+    requested = cfg.training.precision
+    unsafe = getattr(run.strategy, "mixed_precision_unsafe", None) or getattr(run.task, "mixed_precision_unsafe", None)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main_process() else (lambda msg: None)
+    try:
+        used, why = precision.choose(requested, "cuda" if _has_accelerator() else "cpu", unsafe=unsafe,
+                                     where="training.precision", say=say)
+    except ValueError as exc:
+        raise ConfigError([str(exc)], source=cfg.source) from None
+    return {"requested": requested, "used": used, "why": why}
 
 
 def quiet_libraries() -> None:
