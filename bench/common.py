@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "classification"
+# the shared data beside the checkout (TUNESMITH_SHARED_DATA: elsewhere, e.g. from a worktree)
+DATA = Path(os.environ.get("TUNESMITH_SHARED_DATA", REPO.parent / "shared" / "data")) / "classification"
 DOC = REPO / "docs" / "benchmarks.md"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
 

@@ -9,6 +9,7 @@ reloaded, final evaluation, save. Used by bench/vs_hf.py as the baseline.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ import datasets
 import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "classification"
+# the shared data beside the checkout (TUNESMITH_SHARED_DATA: elsewhere, e.g. from a worktree)
+DATA = Path(os.environ.get("TUNESMITH_SHARED_DATA", REPO.parent / "shared" / "data")) / "classification"
 
 
 def main() -> None:

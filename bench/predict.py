@@ -6,7 +6,7 @@
 2. ``tunesmith serve``: throughput and p50/p99 latency of one-sentence requests at
    concurrency 1, 8 and 32, with micro-batching on and off (real server, loopback).
 
-    flock /tmp/tunesmith-heavy.lock .venv/bin/python bench/predict.py
+    flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py
 
 Trains a small full fine-tune first (300 rows, ~1 min) unless ``--run-dir`` is given.
 Writes bench/results/predict.json and rewrites the Deployment tables in docs/benchmarks.md.
@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "classification"
+# the shared data beside the checkout (TUNESMITH_SHARED_DATA: elsewhere, e.g. from a worktree)
+DATA = Path(os.environ.get("TUNESMITH_SHARED_DATA", REPO.parent / "shared" / "data")) / "classification"
 RESULTS = REPO / "bench" / "results" / "predict.json"
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- deploy:begin -->", "<!-- deploy:end -->"
@@ -58,34 +59,43 @@ def bench_batch(run_dir: Path, exported: Path, sentences: list[str], rounds: int
     from tunesmith.predictor import predict_stream
     from transformers import pipeline
 
-    predictor = tunesmith.load(run_dir)
+    auto = tunesmith.load(run_dir)   # --precision auto, the default: bf16 where the CPU has it
+    fp32 = tunesmith.load(run_dir, precision="fp32")
     pipe = pipeline("text-classification", model=str(exported), device="cpu")
     lines = [json.dumps({"text": t}) + "\n" for t in sentences]
 
-    def ours():
-        out = io.StringIO()   # the CLI's path: JSONL lines in, JSONL out
-        predict_stream(predictor, lines, "bench", lambda r: out.write(json.dumps(r) + "\n"),
-                       batch_size=batch_size)
-        return [json.loads(x)["label"] for x in out.getvalue().splitlines()]
+    def ours(predictor):
+        def go():
+            out = io.StringIO()   # the CLI's path: JSONL lines in, JSONL out
+            predict_stream(predictor, lines, "bench", lambda r: out.write(json.dumps(r) + "\n"),
+                           batch_size=batch_size)
+            return [json.loads(x)["label"] for x in out.getvalue().splitlines()]
+        return go
 
-    runs = {"tunesmith predict": ours,
-            f"pipeline batch_size={batch_size}": lambda: [p["label"] for p in pipe(sentences, batch_size=batch_size,
-                                                                                    truncation=True)],
-            "pipeline batch_size=1": lambda: [p["label"] for p in pipe(sentences, batch_size=1, truncation=True)]}
+    reference = f"pipeline batch_size={batch_size} (fp32)"
+    runs = {f"tunesmith predict (auto: {auto.precision})": ours(auto),
+            "tunesmith predict (fp32)": ours(fp32),
+            reference: lambda: [p["label"] for p in pipe(sentences, batch_size=batch_size, truncation=True)],
+            "pipeline batch_size=1 (fp32)": lambda: [p["label"] for p in pipe(sentences, batch_size=1,
+                                                                                 truncation=True)]}
     best = {name: float("inf") for name in runs}
     labels = {}
-    ours(), runs[f"pipeline batch_size={batch_size}"]()   # warm-up
+    for name in list(runs)[:3]:   # warm-up
+        runs[name]()
     for _ in range(rounds):
         for name, fn in runs.items():   # alternate, so load changes hit every contender
             start = time.perf_counter()
             labels[name] = fn()
             best[name] = min(best[name], time.perf_counter() - start)
-    agree = all(v == labels["tunesmith predict"] for v in labels.values())
-    rows = {name: {"seconds": round(t, 3), "examples_per_s": round(len(sentences) / t, 1)} for name, t in best.items()}
-    base = rows["tunesmith predict"]["examples_per_s"]
+    rows = {name: {"seconds": round(t, 3), "examples_per_s": round(len(sentences) / t, 1),
+                   "agreement_with_reference": round(sum(a == b for a, b in zip(labels[name], labels[reference]))
+                                                     / len(sentences), 4)}
+            for name, t in best.items()}
+    base = rows[next(iter(rows))]["examples_per_s"]
     for name in rows:
         rows[name]["tunesmith_ratio"] = round(base / rows[name]["examples_per_s"], 2)
-    return {"rows": rows, "labels_agree": agree, "batch_size": batch_size}
+    return {"rows": rows, "reference": reference, "precision": auto.precision, "batch_size": batch_size,
+            "labels_agree": all(v == labels[reference] for v in labels.values())}
 
 
 def _free_port() -> int:
@@ -142,11 +152,15 @@ def bench_serve(run_dir: Path, sentences: list[str], requests: int, micro: bool)
 
 def render(results: dict) -> str:
     b = results["batch"]
-    lines = [f"| predictor | seconds | examples/s | tunesmith ÷ it |", "|---|---:|---:|---:|"]
+    first = next(iter(b["rows"]))
+    lines = [f"| predictor | seconds | examples/s | {first.split(' (')[0]} ({b['precision']}) ÷ it | "
+             f"labels equal to the fp32 pipeline's |", "|---|---:|---:|---:|---:|"]
     for name, r in b["rows"].items():
-        lines.append(f"| {name} | {r['seconds']:.2f} | {r['examples_per_s']:.0f} | {r['tunesmith_ratio']:.2f}× |")
-    lines += ["", f"Same weights, same {results['sentences']} sentences, best of {results['rounds']} alternating "
-              f"rounds in one process; labels identical across all three: {b['labels_agree']}.", "",
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['examples_per_s']:.0f} | {r['tunesmith_ratio']:.2f}× | "
+                     f"{100 * r['agreement_with_reference']:.2f} % |")
+    lines += ["", f"Same weights (float32 on disk), same {results['sentences']} sentences, best of "
+              f"{results['rounds']} alternating rounds in one process; `auto` ran the model under "
+              f"`torch.autocast` ({b['precision']}), scores cast back to float32.", "",
               "| micro-batching | concurrency | requests/s | p50 latency (ms) | p99 latency (ms) |",
               "|---|---:|---:|---:|---:|"]
     for r in results["serve"]:

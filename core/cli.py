@@ -38,12 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data", required=True, help="labelled data file")
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|fp16",
+                   help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
+                        "fp32, bf16, fp16 (GPU); default auto")
 
     pr = sub.add_parser("predict", help="predict for JSONL (or plain text) lines; JSONL out")
     pr.add_argument("run_dir")
     pr.add_argument("--input", required=True, help="input file, or - for standard input")
     pr.add_argument("--output", default="-", help="output file (default: standard output)")
     pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|fp16",
+                    help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
+                         "fp32, bf16, fp16 (GPU); default auto")
     pr.add_argument("--skip-bad-rows", action="store_true",
                     help="skip lines the task cannot use (reported on stderr) instead of stopping")
     pr.add_argument("--quiet", action="store_true", help="no progress bars (nothing on stderr unless something is wrong)")
@@ -52,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|fp16",
+                   help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
+                        "fp32, bf16, fp16 (GPU); default auto")
     s.add_argument("--max-batch-size", type=int, default=32,
                    help="most inputs the model runs at once when batching requests (default 32)")
     s.add_argument("--max-wait-ms", type=float, default=5.0,
@@ -129,7 +138,8 @@ def cmd_evaluate(args) -> int:
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    metrics = Predictor(args.run_dir, plugins=_plugins(args)).evaluate(args.data, batch_size=args.batch_size)
+    metrics = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision).evaluate(
+        args.data, batch_size=args.batch_size)
     print(_json_line(metrics, args.data))
     return 0
 
@@ -141,8 +151,10 @@ def cmd_predict(args) -> int:
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from .predictor import check_precision
     from .rundir import read_manifest
 
+    check_precision(args.precision)
     read_manifest(args.run_dir)   # a wrong run dir is reported before the input is read
     name = "<stdin>" if args.input == "-" else args.input
     # bytes: predict_stream decodes each line, so a non-UTF-8 byte is an error naming its line
@@ -155,7 +167,7 @@ def cmd_predict(args) -> int:
         from .runner import quiet_libraries
 
         quiet_libraries()
-    predictor = Predictor(args.run_dir, plugins=_plugins(args))
+    predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision)
     tmp = None
     if args.output == "-":
         out = sys.stdout
@@ -212,7 +224,7 @@ def cmd_serve(args) -> int:
 
     serve(args.run_dir, host=args.host, port=args.port, plugins=_plugins(args),
           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-          micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes)
+          micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes, precision=args.precision)
     return 0
 
 

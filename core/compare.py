@@ -158,7 +158,8 @@ def _child(argv) -> int:
              "total_parameters": result.total_parameters,
              "trainable_percent": round(100 * result.trainable_parameters / max(result.total_parameters, 1), 4),
              "train_runtime_s": result.train_runtime_s,
-             "learning_rate": trainer.args.learning_rate, "epochs": trainer.args.num_train_epochs}
+             "learning_rate": trainer.args.learning_rate, "epochs": trainer.args.num_train_epochs,
+             "precision": run.precision.get("used", "fp32")}
     stats.update(throughput(trainer, result, run))
     import torch
 
@@ -218,17 +219,17 @@ def _fmt_int(n) -> str:
 
 def render_markdown(result: dict) -> str:
     metric = next((r["metric"] for r in result["runs"] if "metric" in r), "metric")
-    lines = [f"| strategy | {metric} | trainable params | % trained | train time (s) | examples/s | "
-             f"peak RSS (MB) | peak CUDA (MB) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| strategy | {metric} | trainable params | % trained | precision | train time (s) | examples/s | "
+             f"peak RSS (MB) | peak CUDA (MB) |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         if "error" in r:
-            lines.append(f"| {r['strategy']} | failed: {r['error'].replace('|', '/')} | | | | | "
+            lines.append(f"| {r['strategy']} | failed: {r['error'].replace('|', '/')} | | | | | | "
                          f"{r['peak_rss_mb']:,.0f} | |")
             continue
         cuda = f"{r['peak_cuda_mb']:,.0f}" if "peak_cuda_mb" in r else "—"
         value = f"{r['value']:.4f}" if isinstance(r.get("value"), (int, float)) else "—"
         lines.append(f"| {r['strategy']} | {value} | {_fmt_int(r['trainable_parameters'])} | "
-                     f"{r['trainable_percent']:.2f} | {r['train_runtime_s']:.1f} | {r['examples_per_s']:.1f} | "
+                     f"{r['trainable_percent']:.2f} | {r.get('precision', 'fp32')} | {r['train_runtime_s']:.1f} | {r['examples_per_s']:.1f} | "
                      f"{r['peak_rss_mb']:,.0f} | {cuda} |")
     return "\n".join(lines)
 
@@ -242,7 +243,8 @@ def write(result: dict, out: Path) -> None:
             f"{','.join(result['strategies'])}{' ' + shared if shared else ''}` — {result['date']}\n\n"
             + render_markdown(result) +
             "\n\nTrain time: training with evaluation after each epoch (and, for a cached `frozen` run, the "
-            "one-off feature extraction). Examples/s: training examples × epochs / train time. Peak RSS: "
+            "one-off feature extraction). Precision: what trained the run (`training.precision`; fp32, or bf16 / fp16 "
+            "mixed precision). Examples/s: training examples × epochs / train time. Peak RSS: "
             "the whole run's process. Run directories: `runs/STRATEGY/`.\n")
     (out / "comparison.md").write_text(text, encoding="utf-8")
     plot(result, out / "comparison.png")

@@ -50,6 +50,10 @@ class TrainingConfig:
         "Also checkpoint every N optimizer steps (for --resume); a checkpoint is always saved each epoch.", None)
     logging_steps: int = _help("Log the training loss every N steps.", 50)
     group_by_length: bool = _help("Batch rows of similar length together (less padding).", True)
+    precision: str = _help(
+        "Numeric precision of training: auto (bf16 where the CPU/GPU runs it natively, fp16 on older "
+        "GPUs, else fp32), fp32, bf16 or fp16 (GPU only); mixed precision via autocast, weights stay float32.",
+        "auto")
     report_to: str = _help("Trainer integrations, comma separated (e.g. 'tensorboard'); 'none' for none.", "none")
     trainer_args: dict = _help(
         "Extra transformers.TrainingArguments, passed through as given (e.g. deepspeed, fsdp, "
@@ -74,6 +78,11 @@ class TrainingConfig:
             problems.append(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if not 0 <= self.seed < 2 ** 32:   # what numpy / torch accept as a seed
             problems.append(f"training.seed must be in [0, 2**32), got {self.seed!r}")
+        from .precision import CHOICES
+
+        if self.precision not in CHOICES:
+            problems.append(f"training.precision must be one of {', '.join(CHOICES)}, got {self.precision!r}"
+                            f"{did_you_mean(str(self.precision), CHOICES)}")
 
 
 @dataclass

@@ -40,7 +40,8 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise RunDirError(f"{str(out)!r} exists and is not empty; pass --overwrite to replace it")
-    predictor = predictor or Predictor(run_dir, plugins=plugins)
+    # float32: the exported graph / weights must not carry an autocast wrapper
+    predictor = predictor or Predictor(run_dir, plugins=plugins, precision="fp32")
     task = predictor.task
     if format == "onnx" and not getattr(task, "onnx_output", None):
         raise ExportError(f"task {task.name!r} does not support ONNX export (use --format hf)")

@@ -146,11 +146,19 @@ def setup(run, model, train_ds, eval_ds, collator, batch_size: int) -> Cached | 
     if reason:
         log.warning("tunesmith: feature cache not used (%s); the frozen backbone runs in every epoch", reason)
         return None
+    from . import precision
+
+    used = (getattr(run, "precision", None) or {}).get("used", "fp32")
+    device = next(model.parameters()).device.type
+
+    def features(ds):   # the backbone under the run's precision; features are stored as float32
+        with precision.autocast(used, device):
+            return extract(model, ds, collator, batch_size)
+
     started = time.time()
-    train_f = extract(model, train_ds, collator, batch_size)
-    eval_f = extract(model, eval_ds, collator, batch_size)
+    train_f = features(train_ds)
+    eval_f = features(eval_ds)
     seconds = time.time() - started
     log.warning("tunesmith: feature cache: backbone features for %d + %d examples computed once in %.1f s; "
                 "the head trains on them for every epoch", len(train_f), len(eval_f), seconds)
-    return Cached(_head_class()(model), train_f, eval_f, _FeatureCollator(), seconds,
-                  lambda ds: extract(model, ds, collator, batch_size))
+    return Cached(_head_class()(model), train_f, eval_f, _FeatureCollator(), seconds, features)

@@ -89,6 +89,9 @@ def training_arguments(run, quiet: bool):
         dataloader_num_workers=0,
         dataloader_pin_memory=_has_accelerator(),
         use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
+        # mixed precision through the Trainer's own options: accelerate autocasts the forward
+        bf16=run.precision.get("used") == "bf16",
+        fp16=run.precision.get("used") == "fp16",
     )
     if t.max_steps:   # a step budget instead of epochs: evaluate and checkpoint when it is spent
         args.update(max_steps=t.max_steps, eval_strategy="steps", eval_steps=t.max_steps,
@@ -97,6 +100,9 @@ def training_arguments(run, quiet: bool):
         args = TrainingArguments(**{**args, **t.trainer_args})
     except (TypeError, ValueError, OverflowError, ImportError) as exc:
         raise ConfigError([f"training.trainer_args: {_first_line(exc)}"], source=cfg.source) from None
+    used = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    if run.precision and used != run.precision["used"]:   # trainer_args' own bf16/fp16 decided
+        run.precision = {**run.precision, "used": used, "why": "training.trainer_args"}
     try:   # the Trainer makes these callbacks; an unknown or uninstalled one fails there, so here
         for callback in get_reporting_integration_callbacks(args.report_to):
             callback()

@@ -15,7 +15,9 @@ class Predictor:
     """``Predictor(run_dir).predict(inputs)``: the task's answers for a list of inputs
     (rows as in the training data without the label, or plain strings)."""
 
-    def __init__(self, run_dir, plugins: Plugins | None = None, device: str | None = None):
+    def __init__(self, run_dir, plugins: Plugins | None = None, device: str | None = None,
+                 precision: str = "auto"):
+        check_precision(precision)
         self.run_dir = Path(run_dir)
         self.manifest = rundir.read_manifest(self.run_dir)
         model_dir = self.run_dir / rundir.MODEL
@@ -42,6 +44,20 @@ class Predictor:
         if device:
             self.model.to(device)
         self.model.eval()
+        self.precision = self._precision(precision)
+
+    def _precision(self, requested: str) -> str:
+        """Resolve ``auto | fp32 | bf16 | fp16`` for the model's device and run the model's
+        forward under that autocast (outputs cast back to float32, so scores stay float32)."""
+        from . import precision as mp
+
+        device = next(self.model.parameters()).device.type
+        try:
+            used, _ = mp.choose(requested, device, where="--precision")
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
+        mp.wrap_forward(self.model, used, device)
+        return used
 
     def _load(self, model_dir: Path, registry) -> tuple[Any, Any]:
         from .runner import load_tokenizer
@@ -104,6 +120,8 @@ class Predictor:
                 "model": self.manifest["model"]["reference"], "strategy": self.manifest.get("strategy"),
                 "metrics": metrics.get("eval", {}), "options": dataclasses.asdict(self.options),
                 "tunesmith_version": self.manifest.get("tunesmith_version"),
+                "precision": {"inference": self.precision,
+                              "training": (self.manifest.get("precision") or {}).get("used", "fp32")},
                 "trained_at": self.manifest.get("finished_at")}
 
     def evaluate(self, path, batch_size: int = 64, limit: int | None = None) -> dict:
@@ -131,6 +149,13 @@ class Predictor:
                 logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
                 acc.add_batch(logits.cpu(), labels)
         return {**acc.compute(), "rows": len(rows)}
+
+
+def check_precision(requested) -> None:
+    from .precision import CHOICES
+
+    if requested not in CHOICES:
+        raise ConfigError([f"--precision must be one of {', '.join(CHOICES)}, got {requested!r}"])
 
 
 def _length_key(item) -> int:

@@ -109,6 +109,8 @@ def write_manifest(run, status: str, finished: float | None = None) -> None:
         # who writes it: a "running" run whose process is gone died (lifecycle.rerunnable)
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        # what trained the model: {"requested", "used": fp32/bf16/fp16, "why"}; the weights are float32
+        "precision": getattr(run, "precision", None) or None,
         "config": cfg.to_dict(),
         "config_source": cfg.source,
         "seed": cfg.training.seed,
@@ -210,6 +212,7 @@ tags: [tunesmith, {run.task.name}, {run.strategy.name}]
 - **Validation data:** `{describe(cfg.data.validation)}`
 - **Epochs / batch size / learning rate / seed:** {cfg.training.epochs} / {cfg.training.batch_size} / {cfg.training.learning_rate or run.strategy.default_learning_rate} / {cfg.training.seed}
 - **Training time:** {result.train_runtime_s:.1f} s
+- **Precision:** {precision_line(run)}
 
 ## Validation metrics
 
@@ -235,6 +238,20 @@ With Hugging Face libraries only (from inside this folder):
 
 `tunesmith.json` records the full configuration, data checksums and library versions.
 """
+
+
+def precision_line(run) -> str:
+    """The model card's account of the numeric precision that trained the model."""
+    p = getattr(run, "precision", None) or {}
+    used = p.get("used", "fp32")
+    if used == "fp32":
+        text = "float32"
+    else:
+        name = {"bf16": "bfloat16", "fp16": "float16"}.get(used, used)
+        text = f"{name} mixed precision (autocast; the saved weights are float32)"
+    if p.get("requested") == "auto":
+        text += f"; chosen by `precision: auto` ({p.get('why')})"
+    return text
 
 
 # (transformers Auto class, its model_type -> class name table), most specific first

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, featurecache, lifecycle, prepcache, rundir
+from . import checkpoints, data, featurecache, lifecycle, precision, prepcache, rundir
 from .config import RunConfig, load_config
-from .errors import DataError, ModelError, RowError, RunDirError, TrainingInterrupted
+from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
 
 
@@ -34,6 +34,7 @@ class Run:
     model_path: str = ""
     resumed_from: str | None = None   # checkpoint folder a --resume continued from
     replace: bool = False             # the existing output_dir is replaced (--overwrite, or a failed run)
+    precision: dict = field(default_factory=dict)   # {"requested", "used", "why"}: what trained the model
     state: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)   # name -> tunesmith.data.Split
     started_at: float = field(default_factory=time.time)
@@ -215,6 +216,7 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
 
     if quiet:
         quiet_libraries()
+    run.precision = choose_precision(run)
     transformers.set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(run.model_path, cfg)
     model = build_model(run, tokenizer)
@@ -300,6 +302,8 @@ def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, coll
         test_ds = cache.encode(test_ds) if cache else test_ds
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trained = cache.unwrap() if cache else trainer.model
+    if cache:   # the Trainer autocast only the cached head: the in-memory model runs as it trained
+        precision.wrap_forward(trained, run.precision["used"], next(trained.parameters()).device.type)
     trainable, total = count_parameters(trained)
     result = RunResult(run.run_dir, final, hist, trainable, total,
                        round(runtime, 3), test, trained, tokenizer)
@@ -315,6 +319,22 @@ def encode_split(run: Run, split: data.Split, tokenizer, train: bool):
     key = None if split.streaming else prepcache.key(run.task, split.dataset, tokenizer, run.state, opts, train)
     return data.encode(split, run.task, tokenizer, run.state, opts, train,
                        num_proc=run.config.training.num_proc, cache_key=key)
+
+
+def choose_precision(run: Run) -> dict:
+    """``training.precision`` resolved for this machine and run (see tunesmith.precision).
+    A strategy or task that loses accuracy in mixed precision says why in its optional
+    ``mixed_precision_unsafe`` attribute; ``auto`` then trains in float32."""
+    cfg = run.config
+    requested = cfg.training.precision
+    unsafe = getattr(run.strategy, "mixed_precision_unsafe", None) or getattr(run.task, "mixed_precision_unsafe", None)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main_process() else (lambda msg: None)
+    try:
+        used, why = precision.choose(requested, "cuda" if _has_accelerator() else "cpu", unsafe=unsafe,
+                                     where="training.precision", say=say)
+    except ValueError as exc:
+        raise ConfigError([str(exc)], source=cfg.source) from None
+    return {"requested": requested, "used": used, "why": why}
 
 
 def quiet_libraries() -> None:

@@ -217,15 +217,17 @@ def create_app(predictor, max_batch_size: int = 32, max_wait_ms: float = 5.0,
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, plugins=None, max_batch_size: int = 32,
-          max_wait_ms: float = 5.0, micro_batching: bool = True, max_body_bytes: int = 1_000_000) -> None:
-    """Load ``run_dir`` and serve it until interrupted."""
+          max_wait_ms: float = 5.0, micro_batching: bool = True, max_body_bytes: int = 1_000_000,
+          precision: str = "auto") -> None:
+    """Load ``run_dir`` and serve it until interrupted (the model under ``precision``:
+    auto | fp32 | bf16 | fp16, see tunesmith.precision)."""
     try:
         import uvicorn
     except ImportError:
         raise TunesmithError("serving needs FastAPI and uvicorn: pip install 'tunesmith[serve]'") from None
     from .predictor import Predictor
 
-    predictor = Predictor(run_dir, plugins=plugins)
+    predictor = Predictor(run_dir, plugins=plugins, precision=precision)
     app = create_app(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                      micro_batching=micro_batching, max_body_bytes=max_body_bytes)
     if host not in LOOPBACK:

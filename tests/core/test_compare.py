@@ -16,7 +16,8 @@ def test_compare_writes_table_json_and_chart_and_survives_a_failure(tiny_config,
     proc = run_cli("compare", config, "--strategies", "full,partial,frozen", "--output", out,
                    "--set", "training.logging_steps=1",
                    # per-strategy overrides: one learning rate, and one run that cannot work
-                   "--set", "full:training.learning_rate=0.002", "--set", "partial:strategy.layers=5")
+                   "--set", "full:training.learning_rate=0.002", "--set", "partial:strategy.layers=5",
+                   "--set", "frozen:training.precision=fp32")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "comparison.json").read_text())
     rows = {r["strategy"]: r for r in result["runs"]}
@@ -33,8 +34,12 @@ def test_compare_writes_table_json_and_chart_and_survives_a_failure(tiny_config,
         assert (out / "runs" / r["strategy"] / "model").is_dir()
         assert json.loads((out / "runs" / r["strategy"] / "tunesmith.json").read_text())["strategy"] == r["strategy"]
     assert frozen["feature_cache"] is True and full["feature_cache"] is False
+    # each run's precision is recorded: frozen forced to fp32, full as auto decided (manifest)
+    full_manifest = json.loads((out / "runs" / "full" / "tunesmith.json").read_text())
+    assert frozen["precision"] == "fp32" and full["precision"] == full_manifest["precision"]["used"]
     table = (out / "comparison.md").read_text()
     assert "| full | " in table and "| partial | failed:" in table and "| frozen | " in table
+    assert "| precision |" in table and " | fp32 | " in table
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| full |" in proc.stdout
 
