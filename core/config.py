@@ -118,6 +118,7 @@ class RunConfig:
     training: TrainingConfig = _help("Training hyper-parameters.", factory=TrainingConfig)
     generation: GenerationConfig = _help("Decoding options of generation tasks.", factory=GenerationConfig)
     trust_remote_code: bool = _help("Allow model repositories to run their own code (off by default).", False)
+    tune: dict = _help("Search space and settings for `tunesmith tune` (train ignores it).", factory=dict)
     source: typing.Optional[str] = _help("Where this config came from (set by the loader).", None)
 
     # filled in by resolve(): the task's and the strategy's typed option objects
