@@ -358,6 +358,32 @@ def resolve(cfg: RunConfig, registry, problems: list[str]) -> None:
             check(problems)
 
 
+def apply_task_defaults(data: dict, registry) -> None:
+    """A task's own defaults for a strategy: ``task.strategy_defaults(name)`` returns
+    dotted keys → values (e.g. LoRA's rank and learning rate for span extraction),
+    filled in where the config leaves the key unset (absent or null)."""
+    try:
+        task = registry.task(data.get("task")) if isinstance(data.get("task"), str) else None
+    except UnknownNameError:
+        return   # resolve() reports it
+    hook = getattr(task, "strategy_defaults", None)
+    section = data.get("strategy", {})
+    name = section if isinstance(section, str) else section.get("name", "full") if isinstance(section, dict) else None
+    if hook is None or not isinstance(name, str):
+        return
+    for key, value in (hook(name) or {}).items():
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            if part == "strategy" and isinstance(node.get(part), str):   # "strategy: lora" shorthand
+                node[part] = {"name": node[part]}
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break   # a malformed section: parse() reports it
+        else:
+            if node.get(parts[-1]) is None:
+                node[parts[-1]] = value
+
+
 def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(), registry=None) -> RunConfig:
     """Load, override and validate a run configuration; raise one ConfigError listing
     every problem. With ``registry``, also check task, strategy and their options."""
@@ -372,6 +398,8 @@ def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(),
         else:
             data, origin = read_file(source), str(source)
         data = apply_overrides(data, overrides)
+        if registry is not None:
+            apply_task_defaults(data, registry)
         problems = []
         cfg = parse(data, problems)
         cfg.source = origin

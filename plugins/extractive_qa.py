@@ -256,6 +256,13 @@ class QuestionAnswering:
 
         return AutoModelForQuestionAnswering.from_pretrained(model_path, **load_kwargs)
 
+    def strategy_defaults(self, strategy: str) -> dict:
+        """Strategy ``lora`` on span extraction: rank 16 (alpha 32) and lr 3e-3 where the
+        config does not say; measured on MiniLM, docs/benchmarks.md (issue 17)."""
+        if strategy == "lora":
+            return {"strategy.r": 16, "strategy.alpha": 32, "training.learning_rate": 3e-3}
+        return {}
+
     def lora_target_modules(self, model):
         """Strategy ``lora``: every linear layer of the transformer blocks (attention
         query/key/value/output and the feed-forward), not peft's query/value default.
