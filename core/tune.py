@@ -615,6 +615,9 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+_SAID: set = set()
+
+
 def plots(study, out: Path) -> None:
     """Optimisation history and parameter importance as PNG (needs matplotlib: tunesmith[plots])."""
     import warnings
@@ -642,8 +645,10 @@ def plots(study, out: Path) -> None:
         for name, make in figures:
             try:
                 ax = make()
-            except (ValueError, RuntimeError, ZeroDivisionError) as exc:   # degenerate studies
-                print(f"tunesmith: tune: no {name}: {exc}", file=sys.stderr)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:   # e.g. all values equal
+                if name not in _SAID:   # once per process, not after every trial
+                    _SAID.add(name)
+                    print(f"tunesmith: tune: no {name} yet: {exc}", file=sys.stderr)
                 continue
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(8, 5)
