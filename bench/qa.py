@@ -47,11 +47,13 @@ def baseline() -> dict:
             "questions": len(rows)}
 
 
-def train(strategy: str, epochs: str, lr: str | None, out_dir: Path) -> dict:
+def train(strategy: str, epochs: str, lr: str | None, out_dir: Path, extra=()) -> dict:
     cmd = [sys.executable, "-m", "tunesmith", "train", str(REPO / "examples" / "qa.yaml"), "--quiet",
            "--set", f"data.train={DATA / 'train.jsonl'}", "--set", f"data.validation={DATA / 'validation.jsonl'}",
            "--set", f"strategy.name={strategy}", "--set", f"training.epochs={epochs}",
            "--set", f"output_dir={out_dir / strategy}"]
+    for e in extra:
+        cmd += ["--set", e]
     if lr:
         cmd += ["--set", f"training.learning_rate={lr}"]
     else:   # the strategy's default learning rate
@@ -104,10 +106,15 @@ def update_doc(results: dict) -> None:
 
 
 def main(argv=None) -> int:
+    global DATA
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="full:3:1e-4,lora:1", help="strategy:epochs[:learning_rate], comma separated")
     p.add_argument("--baseline-only", action="store_true")
+    p.add_argument("--data", type=Path, default=DATA, help="folder with train.jsonl and validation.jsonl")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run (repeatable), e.g. strategy.r=16")
     args = p.parse_args(argv)
+    DATA = args.data
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     results["baseline"] = baseline()
     print(json.dumps(results["baseline"]))
@@ -115,7 +122,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-qa-") as tmp:
             for spec in args.runs.split(","):
                 strategy, epochs, *lr = spec.split(":")
-                r = train(strategy, epochs, lr[0] if lr else None, Path(tmp))
+                r = train(strategy, epochs, lr[0] if lr else None, Path(tmp), args.extra)
                 print(json.dumps(r))
                 results["runs"] = [x for x in results["runs"] if x["strategy"] != strategy] + [r]
     order = {"full": 0, "partial": 1, "frozen": 2, "lora": 3}

@@ -86,6 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", default="comparison", help="output folder (default: comparison)")
     c.add_argument("--overwrite", action="store_true", help="replace existing runs in the output folder")
 
+    tu = sub.add_parser("tune", help="search hyperparameters with Optuna (needs tunesmith[tune])")
+    tu.add_argument("config", help="YAML or JSON run configuration (an optional tune: section holds the space)")
+    tu.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
+                    help="a searched key: loguniform(a,b), uniform(a,b), int(a,b) or choice(a,b,...), e.g. "
+                         "--space training.learning_rate=loguniform(1e-5,1e-2) (repeatable)")
+    tu.add_argument("--trials", type=int, help="trials in the study, finished ones included (default 10)")
+    tu.add_argument("--sampler", choices=("tpe", "random"), help="default tpe")
+    tu.add_argument("--pruner", choices=("median", "halving", "none"),
+                    help="stop trials early on the validation metric (default median)")
+    tu.add_argument("--eval-steps", type=int, metavar="N",
+                    help="evaluate (and report to the pruner) every N steps instead of each epoch")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value for every trial (repeatable)")
+    tu.add_argument("--output", help="tune folder (default: the config's output_dir + '-tune'); "
+                                     "run again with the same folder to continue")
+    tu.add_argument("--storage", metavar="URL",
+                    help="Optuna RDB storage shared by workers (default: sqlite in the tune folder)")
+    tu.add_argument("--study-name", help="study name in the storage (default tunesmith)")
+
     pl = sub.add_parser("plugins", help="list plugins, tasks, strategies and model sources")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -131,6 +150,21 @@ def cmd_compare(args) -> int:
     print(render_markdown(result))
     print(f"\nwritten: {os.path.join(args.output, 'comparison.md')}, comparison.json, comparison.png")
     return 0 if any("error" not in r for r in result["runs"]) else 1
+
+
+def cmd_tune(args) -> int:
+    from .tune import render_markdown, tune
+
+    result = tune(args.config, args.space, args.overrides, trials=args.trials, sampler=args.sampler,
+                  pruner=args.pruner, eval_steps=args.eval_steps, output=args.output, storage=args.storage,
+                  study_name=args.study_name, plugins=_plugins(args),
+                  echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(render_markdown(result))
+    best = result["best"]
+    if best:
+        print(f"\nbest: trial {best['number']}, {result['metric']}={best['value']:.4f}, "
+              + ", ".join(f"{k}={v}" for k, v in best["params"].items()))
+    return 0 if best else 1
 
 
 def cmd_evaluate(args) -> int:
@@ -310,7 +344,7 @@ def cmd_plugins(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "compare": cmd_compare, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "serve": cmd_serve, "export": cmd_export, "plugins": cmd_plugins}
+            "serve": cmd_serve, "export": cmd_export, "plugins": cmd_plugins, "tune": cmd_tune}
 
 
 def main(argv=None) -> int:

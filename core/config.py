@@ -143,6 +143,7 @@ class RunConfig:
     training: TrainingConfig = _help("Training hyper-parameters.", factory=TrainingConfig)
     generation: GenerationConfig = _help("Decoding options of generation tasks.", factory=GenerationConfig)
     trust_remote_code: bool = _help("Allow model repositories to run their own code (off by default).", False)
+    tune: dict = _help("Search space and settings for `tunesmith tune` (train ignores it).", factory=dict)
     source: typing.Optional[str] = _help("Where this config came from (set by the loader).", None)
 
     # filled in by resolve(): the task's and the strategy's typed option objects
@@ -549,6 +550,32 @@ def resolve(cfg: RunConfig, registry, problems: list[str]) -> None:
             check(problems)
 
 
+def apply_task_defaults(data: dict, registry) -> None:
+    """A task's own defaults for a strategy: ``task.strategy_defaults(name)`` returns
+    dotted keys → values (e.g. LoRA's rank and learning rate for span extraction),
+    filled in where the config leaves the key unset (absent or null)."""
+    try:
+        task = registry.task(data.get("task")) if isinstance(data.get("task"), str) else None
+    except UnknownNameError:
+        return   # resolve() reports it
+    hook = getattr(task, "strategy_defaults", None)
+    section = data.get("strategy", {})
+    name = section if isinstance(section, str) else section.get("name", "full") if isinstance(section, dict) else None
+    if hook is None or not isinstance(name, str):
+        return
+    for key, value in (hook(name) or {}).items():
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            if part == "strategy" and isinstance(node.get(part), str):   # "strategy: lora" shorthand
+                node[part] = {"name": node[part]}
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break   # a malformed section: parse() reports it
+        else:
+            if node.get(parts[-1]) is None:
+                node[parts[-1]] = value
+
+
 def _missing(spec) -> bool:
     """Unset or empty; by type, not truthiness (a DataFrame has none)."""
     return spec is None or (isinstance(spec, str) and not spec)
@@ -597,6 +624,8 @@ def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(),
         if objects:
             raw.setdefault("data", {}).update(objects)
         raw = apply_overrides(raw, overrides)
+        if registry is not None:
+            apply_task_defaults(raw, registry)
         problems = []
         cfg = parse(raw, problems)
         cfg.source = origin
