@@ -429,6 +429,9 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, plugins=None, max_
             # requests in flight (each ends within the request timeout)
             inner.state.tunesmith["draining"] = True
             super().handle_exit(sig, frame)
+            # a drained shutdown is a clean exit (0), not death by the signal, which
+            # uvicorn would otherwise re-raise once it has finished
+            self._captured_signals.clear()
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=int(timeout) + 5)
