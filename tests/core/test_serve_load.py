@@ -225,3 +225,16 @@ def test_sigterm_drains_in_flight_requests(run_dir):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_busy_port_is_one_error_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "tunesmith", "serve", str(tmp_path), "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith(f"tunesmith: error: cannot listen on {HOST}:{port}") and "\n" not in line
+    assert "serving" not in proc.stderr
