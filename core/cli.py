@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-bad-rows", action="store_true",
                     help="skip lines the task cannot use (reported on stderr) instead of stopping")
     pr.add_argument("--quiet", action="store_true", help="no progress bars (nothing on stderr unless something is wrong)")
+    pr.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                    help="onnx: run an ONNX export (tunesmith export --format onnx) with onnxruntime")
 
     s = sub.add_parser("serve", help="serve a run over HTTP (JSON API; needs tunesmith[serve])")
     s.add_argument("run_dir")
@@ -69,12 +71,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="run each request on its own")
     s.add_argument("--max-body-bytes", type=int, default=1_000_000,
                    help="reject larger request bodies with 413 (default 1,000,000)")
+    s.add_argument("--max-inputs", type=int, default=256,
+                   help="reject requests with more inputs with 413 (default 256)")
+    s.add_argument("--max-batch-tokens", type=int, default=16384,
+                   help="most tokens in one model batch; a request needing more gets 413 (default 16384)")
+    s.add_argument("--max-queue", type=int, default=1024,
+                   help="most inputs waiting for the model; beyond it 503 with Retry-After (default 1024)")
+    s.add_argument("--timeout-s", type=float, default=30.0,
+                   help="answer 504 and drop the work when a request waits longer (default 30)")
+    s.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: serve an ONNX export (tunesmith export --format onnx) with onnxruntime")
 
     x = sub.add_parser("export", help="export a run as a plain Hugging Face folder or ONNX")
     x.add_argument("run_dir")
     x.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
     x.add_argument("--format", choices=("hf", "onnx"), default="hf")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    x.add_argument("--quantize", choices=("int8",), default=None,
+                   help="with --format onnx: int8 weights (onnxruntime dynamic quantization)")
+    x.add_argument("--parity-data", default=None, metavar="FILE",
+                   help="labelled rows for the parity check (default: the run's validation file)")
 
     c = sub.add_parser("compare", help="train one config under several strategies; table + chart")
     c.add_argument("config", help="YAML or JSON run configuration")
@@ -189,7 +205,14 @@ def cmd_predict(args) -> int:
     from .rundir import read_manifest
 
     check_precision(args.precision)
-    read_manifest(args.run_dir)   # a wrong run dir is reported before the input is read
+    if args.backend == "torch":
+        read_manifest(args.run_dir)   # a wrong run dir is reported before the input is read
+    else:
+        from pathlib import Path
+
+        from .predictor import _export_manifest
+
+        _export_manifest(Path(args.run_dir))
     name = "<stdin>" if args.input == "-" else args.input
     # bytes: predict_stream decodes each line, so a non-UTF-8 byte is an error naming its line
     src = sys.stdin.buffer if args.input == "-" else _open(args.input)
@@ -201,7 +224,8 @@ def cmd_predict(args) -> int:
         from .runner import quiet_libraries
 
         quiet_libraries()
-    predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision)
+    predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision,
+                          backend=args.backend)
     tmp = None
     if args.output == "-":
         out = sys.stdout
@@ -254,33 +278,26 @@ def _progress(total, quiet):
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    _check_port(args.host, args.port)   # before loading the model and saying "serving on"
+    for name in ("max_batch_size", "max_inputs", "max_batch_tokens", "max_queue", "timeout_s"):
+        if getattr(args, name) <= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
 
     serve(args.run_dir, host=args.host, port=args.port, plugins=_plugins(args),
           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-          micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes, precision=args.precision)
+          micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes, backend=args.backend,
+          precision=args.precision,
+          max_inputs=args.max_inputs, max_batch_tokens=args.max_batch_tokens, max_queue=args.max_queue,
+          timeout_s=args.timeout_s)
     return 0
-
-
-def _check_port(host: str, port: int) -> None:
-    """Bind the address once, as uvicorn will (SO_REUSEADDR), so that a busy port is one
-    error line instead of a start message followed by uvicorn's exit."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-    except (OSError, OverflowError) as exc:   # EADDRINUSE, EACCES, a bad host, a port > 65535
-        raise TunesmithError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def cmd_export(args) -> int:
     from .export import export
+    from .runner import quiet_libraries
 
-    out = export(args.run_dir, args.out, format=args.format, plugins=_plugins(args), overwrite=args.overwrite)
+    quiet_libraries()   # stdout carries the summary, stderr only tunesmith's own lines
+    out = export(args.run_dir, args.out, format=args.format, plugins=_plugins(args), overwrite=args.overwrite,
+                 quantize=args.quantize, parity_data=args.parity_data)
     print(json.dumps(out, indent=2))
     return 0
 

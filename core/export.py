@@ -24,6 +24,9 @@ from .errors import RunDirError, TunesmithError
 
 ATOL = 1e-4
 FORMATS = ("hf", "onnx")
+QUANTIZE = ("int8",)
+EXPORT_MANIFEST = "tunesmith-export.json"   # what `--backend onnx` needs to predict with the folder
+PARITY = "parity.json"
 
 
 class ExportError(TunesmithError):
@@ -31,24 +34,42 @@ class ExportError(TunesmithError):
 
 
 def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = False,
-           predictor=None) -> dict:
-    """Write ``run_dir``'s model to ``out``; return a summary (path, format, files, checks)."""
+           predictor=None, quantize: str | None = None, parity_data=None,
+           min_agreement: float | None = None) -> dict:
+    """Write ``run_dir``'s model to ``out``; return a summary (path, format, files, checks).
+
+    Before anything is renamed into place, the export is loaded the way a user would (in a
+    Python without tunesmith) and its predictions on the run's validation rows are compared
+    with the run's (:mod:`tunesmith.parity`); the report is ``parity.json``."""
+    from . import parity
     from .predictor import Predictor
 
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
+    if quantize is not None and (quantize not in QUANTIZE or format != "onnx"):
+        raise ExportError(f"--quantize {quantize} needs --format onnx and one of: {', '.join(QUANTIZE)}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise RunDirError(f"{str(out)!r} exists and is not empty; pass --overwrite to replace it")
+    if predictor is None and format == "hf":
+        _refuse_mean_pooling(Path(run_dir) / "model" / "config.json")   # before the model loads
     # float32: the exported graph / weights must not carry an autocast wrapper
-    predictor = predictor or Predictor(run_dir, plugins=plugins, precision="fp32")
+    if predictor is None or getattr(predictor, "precision", "fp32") != "fp32":
+        predictor = Predictor(run_dir, plugins=plugins, precision="fp32")
     task = predictor.task
     if format == "onnx" and not getattr(task, "onnx_output", None):
-        raise ExportError(f"task {task.name!r} does not support ONNX export (use --format hf)")
+        raise ExportError(f"task {task.name!r} does not support ONNX export: its model does not map token ids "
+                          "to one output tensor (use --format hf)")
+    if parity.kind_of(task) is None:
+        raise ExportError(f"task {task.name!r} has no export parity check, so tunesmith cannot show that the "
+                          "export reproduces its predictions; use the run with tunesmith (predict / serve)")
+    model = merged_model(predictor.model)
+    if format == "hf" and getattr(model.config, "tunesmith_pooling", None) == "mean":
+        raise ExportError(MEAN_POOLING_REFUSAL)
+    rows, _ = parity.validation_rows(predictor, parity_data)   # fail early if they are missing
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
-        model = merged_model(predictor.model)
         tokenizer = predictor.tokenizer
         max_length = getattr(predictor.options, "max_length", None)
         if max_length:
@@ -60,9 +81,16 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
             tokenizer.save_pretrained(tmp)
         else:
             summary["max_abs_diff"] = export_onnx(model, tokenizer, tmp / "model.onnx", predictor)
+            if quantize:
+                summary.update(quantize_int8(tmp / "model.onnx", predictor))
             model.config.save_pretrained(tmp)   # labels (id2label) for ONNX users
             tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(predictor, format), encoding="utf-8")
+            _write_export_manifest(tmp / EXPORT_MANIFEST, predictor, quantize)
+        report = parity.check(predictor, tmp, format, quantize=quantize, data=parity_data,
+                              min_agreement=min_agreement)
+        (tmp / PARITY).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        summary["parity"] = {k: report[k] for k in ("rows", "label_agreement", "max_score_diff", "passed")}
+        (tmp / "README.md").write_text(model_card(predictor, format, quantize), encoding="utf-8")
         os.chmod(tmp, 0o755)
         if out.exists():
             shutil.rmtree(out)
@@ -73,6 +101,79 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
     summary["out"] = str(out)
     summary["files"] = sorted(p.name for p in out.iterdir())
     return summary
+
+
+# plain transformers' *ForSequenceClassification reads the [CLS] pooler; no config key of
+# the standard architecture selects mean pooling, so an hf folder would silently predict
+# something else (issue 15: 78.6 % label agreement)
+MEAN_POOLING_REFUSAL = (
+    "this run's classifier reads the MEAN of the token vectors (strategy frozen, pooling 'mean'), which the "
+    "standard transformers architecture cannot express (it reads the [CLS] pooler); export it with "
+    "--format onnx (the pooling is part of the graph), or train with --set strategy.pooling=cls for a "
+    "plain --format hf folder")
+
+
+def _refuse_mean_pooling(config_path: Path) -> None:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return   # the Predictor reports an unreadable run
+    if isinstance(config, dict) and config.get("tunesmith_pooling") == "mean":
+        raise ExportError(MEAN_POOLING_REFUSAL)
+
+
+def _write_export_manifest(path: Path, predictor, quantize) -> None:
+    """The run's manifest fields a Predictor needs (task, its state, options), so
+    ``tunesmith predict/serve FOLDER --backend onnx`` works on the export alone."""
+    m = predictor.manifest
+    keep = {k: m.get(k) for k in ("task", "task_state", "strategy", "model", "tunesmith_version",
+                                  "finished_at", "trust_remote_code")}
+    config = {"data": {k: v for k, v in m["config"]["data"].items() if k not in ("train", "validation", "test")},
+              "generation": m["config"].get("generation")}
+    doc = {**keep, "status": "complete", "config": config, "exported_from": str(predictor.run_dir),
+           "format": "onnx", "quantize": quantize}
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def quantize_int8(path: Path, predictor) -> dict:
+    """Replace the float ONNX file at ``path`` by an int8 one: onnxruntime's transformer
+    optimizer fuses attention / layer norm / GELU (when it knows the architecture), then
+    ``quantize_dynamic`` stores MatMul and embedding weights as int8 (activations are
+    quantized per batch at run time). Returns the sizes."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_bytes = path.stat().st_size
+    source = path
+    fused = path.with_name("model-fused.onnx")
+    model_type = getattr(predictor.model.config, "model_type", None)
+    if model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "mpnet"):
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        cfg = predictor.model.config
+        optimized = optimize_model(str(path), model_type="bert", num_heads=cfg.num_attention_heads,
+                                   hidden_size=cfg.hidden_size, opt_level=1)
+        optimized.save_model_to_file(str(fused))
+        source = fused
+    quantized = path.with_name("model-int8.onnx")
+    import logging
+
+    import onnx
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # its "consider pre-processing" advice is for static quantization
+    try:
+        # the fused ops (com.microsoft Attention, SkipLayerNormalization) have no ONNX shape
+        # inference: their outputs are float tensors, which is what DefaultTensorType says
+        quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
+    fused.unlink(missing_ok=True)
+    os.replace(quantized, path)
+    int8_bytes = path.stat().st_size
+    return {"quantize": "int8", "float_bytes": float_bytes, "int8_bytes": int8_bytes,
+            "size_ratio": round(float_bytes / int8_bytes, 2)}
 
 
 def merged_model(model):
@@ -123,7 +224,12 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
     wrapped = Wrapped(model).eval()
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[output] = {0: "batch"}
-    with torch.inference_mode(False), torch.no_grad():
+    import warnings
+
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # the tracer's warnings are about Python-side branches on shapes; the graph is
+        # checked against PyTorch on batches of other shapes below
+        warnings.simplefilter("ignore")
         # the TorchScript exporter: exact, fast, and needs no onnxscript at run time
         torch.onnx.export(wrapped, tuple(enc[n] for n in names), str(path), input_names=names,
                           output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
@@ -142,19 +248,36 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
     return worst
 
 
-def model_card(predictor, format: str) -> str:
+def model_card(predictor, format: str, quantize: str | None = None) -> str:
+    from .parity import kind_of
+    from .rundir import hf_auto_class
+
     meta = predictor.metadata()
     task = predictor.task
     pipeline_task = getattr(task, "pipeline_task", None) or task.name
     metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                        for k, v in meta["metrics"].items()) or "| (none) | |"
-    if format == "hf":
+                         for k, v in meta["metrics"].items()) or "| (none) | |"
+    kind = kind_of(task)
+    if format == "hf" and kind == "classification":
         how = f"""```python
 from transformers import pipeline
 
 pipe = pipeline("{pipeline_task}", model="PATH/TO/THIS/FOLDER")
 pipe(["an example input"], truncation=True)   # truncation=True cuts at {meta['options'].get('max_length')} tokens, as in training
 ```"""
+    elif format == "hf":
+        auto = hf_auto_class(merged_model(predictor.model)) or "AutoModel"
+        use = ("model.generate(**tok(texts, return_tensors='pt', padding=True))   "
+               "# decoding settings: generation_config.json" if kind == "generation"
+               else "model(**tok(question, context, return_tensors='pt'))   # start_logits / end_logits")
+        how = f"""```python
+from transformers import AutoTokenizer, {auto}
+
+tok = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")
+model = {auto}.from_pretrained("PATH/TO/THIS/FOLDER")
+{use}
+```
+Training options (prefix, prompt template, window sizes) are listed below."""
     else:
         how = """```python
 import numpy as np, onnxruntime as ort
@@ -165,7 +288,12 @@ session = ort.InferenceSession("PATH/TO/THIS/FOLDER/model.onnx")
 enc = tok(["an example input"], padding=True, truncation=True, return_tensors="np")
 logits = session.run(None, {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
 ```
-Label names are `id2label` in `config.json`."""
+Label names are `id2label` in `config.json`. With tunesmith:
+`tunesmith predict PATH/TO/THIS/FOLDER --backend onnx --input in.jsonl`."""
+    if quantize:
+        how += f"\n\nThe weights are {quantize} (onnxruntime dynamic quantization)."
+    how += ("\n\n`parity.json` reports how this folder, loaded as above in a Python without tunesmith, "
+            "agrees with tunesmith's predictions on the run's validation rows.")
     labels = meta.get("labels")
     return f"""---
 library_name: {"transformers" if format == "hf" else "onnx"}

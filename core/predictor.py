@@ -16,14 +16,24 @@ class Predictor:
     (rows as in the training data without the label, or plain strings)."""
 
     def __init__(self, run_dir, plugins: Plugins | None = None, device: str | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", backend: str = "torch", threads: int | None = None):
         check_precision(precision)
         self.run_dir = Path(run_dir)
-        self.manifest = rundir.read_manifest(self.run_dir)
-        model_dir = self.run_dir / rundir.MODEL
-        if self.manifest.get("status") == "complete" and not model_dir.is_dir():
-            raise RunDirError(f"run {str(run_dir)!r} completed but its {rundir.MODEL}/ folder is missing "
-                              "(deleted?); train it again with --overwrite")
+        self.backend = backend
+        if backend not in BACKENDS:
+            raise ConfigError([f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}"])
+        if backend == "onnx":
+            self.manifest = _export_manifest(self.run_dir)
+            model_dir = self.run_dir
+        else:
+            if (self.run_dir / EXPORT_MANIFEST).is_file() and not (self.run_dir / rundir.MANIFEST).is_file():
+                raise RunDirError(f"{str(run_dir)!r} is an ONNX export, not a run directory; "
+                                  "use it with --backend onnx")
+            self.manifest = rundir.read_manifest(self.run_dir)
+            model_dir = self.run_dir / rundir.MODEL
+            if self.manifest.get("status") == "complete" and not model_dir.is_dir():
+                raise RunDirError(f"run {str(run_dir)!r} completed but its {rundir.MODEL}/ folder is missing "
+                                  "(deleted?); train it again with --overwrite")
         if self.manifest.get("status") != "complete" or not model_dir.is_dir():
             raise RunDirError(f"run {str(run_dir)!r} did not finish (no saved model); "
                               f"train it again or resume it")
@@ -40,6 +50,13 @@ class Predictor:
         if problems:
             raise ConfigError(problems, source=str(self.run_dir / rundir.MANIFEST))
         self.trust_remote_code = bool(self.manifest.get("trust_remote_code", False))
+        if backend == "onnx":
+            from .runner import load_tokenizer
+
+            self.tokenizer = load_tokenizer(str(model_dir), False)
+            self.model = OnnxModel(model_dir / "model.onnx", getattr(self.task, "onnx_output", None) or "logits",
+                                   threads=threads)
+            return
         self.model, self.tokenizer = self._load(model_dir, registry)
         if device:
             self.model.to(device)
@@ -156,6 +173,73 @@ def check_precision(requested) -> None:
 
     if requested not in CHOICES:
         raise ConfigError([f"--precision must be one of {', '.join(CHOICES)}, got {requested!r}"])
+
+
+BACKENDS = ("torch", "onnx")
+EXPORT_MANIFEST = "tunesmith-export.json"   # written by `tunesmith export --format onnx`
+
+
+def _export_manifest(folder: Path) -> dict:
+    import json
+
+    path = folder / EXPORT_MANIFEST
+    if not path.is_file() or not (folder / "model.onnx").is_file():
+        hint = (f"export it first: tunesmith export {str(folder)} --format onnx --quantize int8 --out "
+                f"{str(folder).rstrip('/')}-onnx" if (folder / rundir.MANIFEST).is_file() else
+                "pass a folder written by `tunesmith export --format onnx`")
+        raise RunDirError(f"--backend onnx needs an ONNX export (model.onnx and {EXPORT_MANIFEST}) in "
+                          f"{str(folder)!r}; {hint}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunDirError(f"{str(path)!r} is not valid JSON ({exc})") from None
+
+
+class OnnxModel:
+    """An onnxruntime session that looks like the transformers model the tasks call:
+    ``model(**encoding).<output>`` as a torch tensor, ``parameters()`` on the CPU, ``eval()``.
+    So a task's own ``predict`` (length-sorted batches, dynamic padding, truncation) runs
+    unchanged on the exported graph."""
+
+    def __init__(self, path: Path, output: str, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RunDirError("--backend onnx needs onnxruntime: pip install 'tunesmith[onnx]'") from None
+        import os
+
+        import torch
+
+        opts = ort.SessionOptions()
+        # all the cores this process may use (os.cpu_count() ignores CPU affinity / cgroups);
+        # one inter-op thread: a transformer graph is a chain, parallel inside each op
+        opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output = output
+        self._param = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.training = False
+
+    def parameters(self):
+        yield self._param
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, **enc):
+        import types
+
+        import numpy as np
+        import torch
+
+        feed = {n: enc[n].cpu().numpy().astype(np.int64) for n in self.input_names if n in enc}
+        result = self.session.run([self.output], feed)[0]
+        return types.SimpleNamespace(**{self.output: torch.from_numpy(result)})
 
 
 def _length_key(item) -> int:

@@ -198,12 +198,15 @@ class QuestionAnswering:
     example_input = {"question": "Who wrote it?", "context": "It was written by Ada Lovelace in 1843."}
 
     # -- data ---------------------------------------------------------------
-    def check_inputs(self, row, options: QAOptions) -> None:
+    def check_input(self, row, options: QAOptions) -> None:
+        """Raise RowError for an input ``predict`` cannot use (checked per line / request)."""
         if not isinstance(row, dict):
             raise RowError(None, f"expected an object with {options.question_column!r} and "
                                  f"{options.context_column!r}, got {type(row).__name__}")
         for col in (options.question_column, options.context_column):
             require_text(row, col)
+
+    check_inputs = check_input   # the earlier (misspelt) name, still called by check_row and predict
 
     def answers(self, row: dict, options: QAOptions) -> tuple[list, list]:
         """The row's answer texts and character starts, from a nested answers column

@@ -87,7 +87,7 @@ def test_onnx_export_matches_pytorch_logits(runs, strategy, tmp_path):
 
     from tunesmith.export import export, merged_model
 
-    predictor = tunesmith.load(runs[strategy])
+    predictor = tunesmith.load(runs[strategy], precision="fp32")   # the graph is float32
     summary = export(runs[strategy], tmp_path / "onnx", format="onnx", predictor=predictor)
     assert summary["max_abs_diff"] <= 1e-4 and "model.onnx" in summary["files"]
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
