@@ -294,6 +294,17 @@ def create_app(predictor, max_batch_size: int = 32, max_wait_ms: float = 5.0,
                               f"`{meta['strategy']}` for `{meta['task']}`.", lifespan=lifespan)
     app.state.tunesmith = state
 
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request, exc):
+        # FastAPI's own 422 echoes the offending input, and a NaN or Infinity in it cannot be
+        # rendered as JSON (a 500): name where it is, not what it is
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg', 'invalid')}"
+                 for e in exc.errors()[:5]]
+        metrics["requests"].labels("422").inc()
+        return JSONResponse({"detail": "; ".join(parts)[:1000]}, status_code=422)
+
     def fail(status: int, detail: str, headers=None):
         metrics["requests"].labels(str(status)).inc()
         raise HTTPException(status, detail=detail, headers=headers)

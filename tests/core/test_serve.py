@@ -70,6 +70,13 @@ def server(run_dir):
     proc.wait(timeout=30)
 
 
+def test_nan_or_infinity_in_a_body_is_a_422_not_a_500(server):
+    for body in (b'{"inputs": NaN}', b'{"inputs": [Infinity]}', b'{"inputs": [{"text": -Infinity}]}'):
+        status, answer = request(server, "POST", "/predict", body=body)
+        assert status == 422, (body, status, answer)
+        assert "inputs" in answer["detail"]
+
+
 def test_binds_loopback_by_default():
     from tunesmith.cli import _parser
 
