@@ -51,15 +51,16 @@ def measure(cmd: list[str], cache: Path, first_step: bool = False, timeout: floa
     child_env = {**env(), "HF_DATASETS_CACHE": str(cache), "TUNESMITH_CACHE": "off",
                  "TOKENIZERS_PARALLELISM": "false"}
     started = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env)
-    first = None
-    out_lines = []
-    for line in proc.stdout:   # the Trainer prints its log dicts on stdout; the first 'loss' is step 1
-        out_lines.append(line)
-        if first is None and "'loss'" in line:
-            first = time.time() - started
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    # stderr (progress bars: plenty at millions of rows) into a file, so no pipe fills and blocks
+    err_file = cache.parent / "stderr.txt"
+    with open(err_file, "w") as err_out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_out, text=True, env=child_env)
+        first = None
+        for line in proc.stdout:   # the Trainer's log lines; the first 'loss' is step 1
+            if first is None and "'loss'" in line:
+                first = time.time() - started
+        _, status, usage = os.wait4(proc.pid, 0)
+    err = err_file.read_text(errors="replace").replace("\r", "\n")
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.time() - started
     shutil.rmtree(cache, ignore_errors=True)
@@ -131,8 +132,12 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cache, out = work / "hf-cache", work / "run"
-    results: dict = {"runs": []}
-    for n in [int(x) for x in args.rows.split(",") if x]:
+    saved = REPO / "bench" / "results" / "scale.json"
+    rows = [int(x) for x in args.rows.split(",") if x]
+    # a partial rerun (--rows 5000000) keeps the other row counts' figures
+    results: dict = json.loads(saved.read_text()) if saved.is_file() else {"runs": []}
+    results["runs"] = [r for r in results.get("runs", []) if r["rows"] not in rows]
+    for n in rows:
         data = generate(work / f"rows-{n}.jsonl", n)
         size = data.stat().st_size
         row = {"rows": n, "file_mb": round(size / 1e6), "tunesmith": measure(tunesmith_cmd(data, out), cache)}
@@ -140,6 +145,7 @@ def main() -> None:
             row["plain"] = measure([sys.executable, __file__, "--plain", str(data), str(work / "plain")], cache)
         print(json.dumps(row), file=sys.stderr)
         results["runs"].append(row)
+        results["runs"].sort(key=lambda r: r["rows"])
         if n >= BAD_LINE:
             bad = generate(work / f"rows-{n}-bad.jsonl", n, bad_line=BAD_LINE)
             shutil.rmtree(out, ignore_errors=True)
