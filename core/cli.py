@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data", required=True, help="labelled data file")
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|fp16",
+    e.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
                    help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
                         "fp32, bf16, fp16 (GPU); default auto")
 
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", required=True, help="input file, or - for standard input")
     pr.add_argument("--output", default="-", help="output file (default: standard output)")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|fp16",
+    pr.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
                     help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
                          "fp32, bf16, fp16 (GPU); default auto")
     pr.add_argument("--skip-bad-rows", action="store_true",
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|fp16",
+    s.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
                    help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
                         "fp32, bf16, fp16 (GPU); default auto")
     s.add_argument("--max-batch-size", type=int, default=32,

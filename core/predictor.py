@@ -16,7 +16,7 @@ class Predictor:
     (rows as in the training data without the label, or plain strings)."""
 
     def __init__(self, run_dir, plugins: Plugins | None = None, device: str | None = None,
-                 precision: str = "auto", backend: str = "torch", threads: int | None = None):
+                 precision: str = "fp32", backend: str = "torch", threads: int | None = None):
         check_precision(precision)
         self.run_dir = Path(run_dir)
         self.backend = backend

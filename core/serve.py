@@ -406,7 +406,7 @@ def create_app(predictor, max_batch_size: int = 32, max_wait_ms: float = 5.0,
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, plugins=None, max_batch_size: int = 32,
           max_wait_ms: float = 5.0, micro_batching: bool = True, max_body_bytes: int = 1_000_000,
-          precision: str = "auto", backend: str = "torch", **limits) -> None:
+          precision: str = "fp32", backend: str = "torch", **limits) -> None:
     """Load ``run_dir`` and serve it until interrupted (the model under ``precision``: auto |
     fp32 | bf16 | fp16, see tunesmith.precision). SIGTERM / Ctrl-C drain: new requests get 503
     (and new connections are refused), requests in flight are answered, then it exits."""

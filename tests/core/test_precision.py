@@ -50,6 +50,7 @@ def test_auto_without_native_bf16_trains_float32_and_says_why_once(tiny_config, 
 
     plugins = load_plugins()
     plugins.add(Capture(), "capture")
+    tiny_config["training"]["precision"] = "auto"
     result = tunesmith.train(tiny_config, plugins=plugins, quiet=True)
     err = capfd.readouterr().err
     lines = [ln for ln in err.splitlines() if "precision" in ln]
