@@ -304,4 +304,4 @@ def test_predict_cli_and_bad_input(tiny_bert, qa_small, tmp_path):
     (out,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert context[out["start"]:out["start"] + len(out["answer"])] == out["answer"] != ""
     bad = run_cli("predict", tmp_path / "run", "--input", "-", input='{"question": "Which topic?"}\n')
-    assert bad.returncode == 2 and "input 1: field 'context': missing column 'context'" in bad.stderr
+    assert bad.returncode == 2 and "<stdin>:1: field 'context': missing column 'context'" in bad.stderr
