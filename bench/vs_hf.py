@@ -5,7 +5,7 @@ shared machine hits both alike. tunesmith runs with ``training.precision`` (defa
 auto: bf16 mixed precision where the CPU has avx512_bf16/AMX); the plain script stays
 float32. Targets (issue 19): wall-time ratio <= 0.75, accuracy within 0.5 points.
 
-    flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/vs_hf.py [--pairs 2] [--max-train 2000] [--precision auto]
+    flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/vs_hf.py [--pairs 2] [--max-train 2000] [--precision auto] [--section vs-hf]
 
 Writes bench/results/vs_hf.json and rewrites its table in docs/benchmarks.md.
 """
@@ -54,7 +54,9 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--epochs", type=float, default=1)
     ap.add_argument("--precision", default="auto", help="tunesmith's training.precision (the plain script: fp32)")
+    ap.add_argument("--section", default="vs-hf", help="docs/benchmarks.md section (and bench/results/SECTION.json)")
     args = ap.parse_args()
+    results = RESULTS.with_name(args.section.replace("-", "_") + ".json")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.pairs):
@@ -65,15 +67,15 @@ def main() -> None:
                for f in ("wall_s", "train_runtime_s", "accuracy")} for k in ("tunesmith", "plain")}
     result = {"runs": runs, "median": med, "wall_ratio": med["tunesmith"]["wall_s"] / med["plain"]["wall_s"],
               "train_ratio": med["tunesmith"]["train_runtime_s"] / med["plain"]["train_runtime_s"],
-              "settings": f"{args.max_train} training rows, {args.epochs:g} epoch, 872 validation rows, full "
+              "settings": f"{args.max_train} training rows, {args.epochs:g} epoch(s), 872 validation rows, full "
                           f"fine-tuning, batch 16, lr 5e-5, seed 42, {args.pairs} alternating pairs; measured "
                           f"{time.strftime('%Y-%m-%d')}."}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     t, p = med["tunesmith"], med["plain"]
     used = runs[0]["precision"]
     result["tunesmith_precision"] = {"requested": args.precision, "used": used}
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.write_text(json.dumps(result, indent=2) + "\n")
     body = "\n".join([
         "| | precision | process wall (s, median) | train loop (s, median) | validation accuracy |",
         "|---|---|---:|---:|---:|",
@@ -83,7 +85,7 @@ def main() -> None:
         "", f"Wall-time ratio tunesmith / plain: **{result['wall_ratio']:.3f}** (train loop "
             f"{result['train_ratio']:.3f}); accuracy difference {100 * abs(t['accuracy'] - p['accuracy']):.2f} "
             f"points. {result['settings']}"])
-    replace_section(DOC, "vs-hf", body)
+    replace_section(DOC, args.section, body)
     print(body)
 
 
