@@ -1,0 +1,16 @@
+"""Execution-based scoring of generated code: a process sandbox, pass@k, HumanEval.
+
+Nothing here imports torch or transformers, and no generated code ever runs in the
+calling process: see ``sandbox.run_program`` and docs/sandbox.md.
+"""
+
+from pathlib import Path
+
+from .sandbox import STATUSES, ExecResult, describe_isolation, run_program
+from .scoring import humaneval_program, pass_at_k, score_completions
+
+# the local `evaluate` module wrapping score_completions, for register_metrics
+METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "pass_at_k"
+
+__all__ = ["ExecResult", "STATUSES", "METRIC_DIR", "describe_isolation", "humaneval_program",
+           "pass_at_k", "run_program", "score_completions"]
