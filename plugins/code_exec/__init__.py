@@ -12,5 +12,13 @@ from .scoring import humaneval_program, pass_at_k, score_completions
 # the local `evaluate` module wrapping score_completions, for register_metrics
 METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "pass_at_k"
 
-__all__ = ["ExecResult", "STATUSES", "METRIC_DIR", "describe_isolation", "humaneval_program",
+__all__ = ["ExecResult", "STATUSES", "METRIC_DIR", "describe_isolation", "humaneval_program", "metric_reference",
            "pass_at_k", "run_program", "score_completions"]
+
+
+def metric_reference(row: dict) -> str:
+    """The ``references`` string the pass_at_k metric module takes for a HumanEval-layout row."""
+    import json
+
+    return json.dumps({k: row[k] for k in ("prompt", "test", "entry_point")}
+                      | ({"task_id": row["task_id"]} if "task_id" in row else {}))
