@@ -81,28 +81,32 @@ def _first_closed_ancestor(path: str, uid: int):
     return None
 
 
-def _expose(paths: list, uid: int, stage: str) -> None:
-    """Make ``paths`` (read-only) reachable for ``uid`` when a parent directory is closed
-    (e.g. an interpreter under /root): the closed directory is covered by an empty tmpfs
-    and only these paths are bound back into it, so the rest of it stays hidden."""
-    plan = {}
-    for p in paths:
-        closed = _first_closed_ancestor(p, uid)
-        if closed is not None:
-            plan.setdefault(closed, []).append(p)
+def _cover(hide: list, keep: list, uid, stage: str) -> None:
+    """Cover directories with an empty tmpfs, binding only ``keep`` (the standard library)
+    back into them: the caller's home is hidden, and with ``uid`` (started as root) so is
+    every directory that uid cannot traverse on the way to ``keep`` (e.g. /root)."""
+    covers = {os.path.realpath(h) for h in hide if h and os.path.isdir(h) and os.path.realpath(h) != "/"}
+    if uid is not None:
+        covers |= {c for c in (_first_closed_ancestor(k, uid) for k in keep) if c}
+    done: list = []
     n = 0
-    for closed, inside in plan.items():
+    for cover in sorted(covers, key=len):
+        if any(cover == d or cover.startswith(d + "/") for d in done):
+            continue   # already under an outer cover
         staged = []
-        for p in inside:
-            s = os.path.join(stage, str(n))
-            n += 1
-            os.mkdir(s)
-            _mount(p, s, None, MS_BIND | MS_REC)
-            staged.append((s, p))
-        _mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for s, p in staged:
-            os.makedirs(p, exist_ok=True)
-            _mount(s, p, None, MS_MOVE)
+        for k in keep:
+            if k == cover or k.startswith(cover + "/"):
+                s = os.path.join(stage, str(n))
+                n += 1
+                os.mkdir(s)
+                _mount(k, s, None, MS_BIND | MS_REC)
+                staged.append((s, k))
+        _mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        for s, k in staged:
+            os.makedirs(k, exist_ok=True)
+            _mount(s, k, None, MS_MOVE)
+        _mount(None, cover, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        done.append(cover)
 
 
 def _drop_capabilities() -> None:
@@ -178,11 +182,14 @@ def main() -> None:
             os.mkdir(workdir, 0o700)
             if uid is not None:
                 os.chown(workdir, uid, uid)
-                import sysconfig
-                libs = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
-                stage = "/tmp/.expose"
-                os.mkdir(stage, 0o700)
-                _expose(sorted(libs), uid, stage)
+            import sysconfig
+            libs = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+            stage = "/tmp/.stage"
+            os.mkdir(stage, 0o700)
+            _cover(spec["hide"], sorted(libs), uid, stage)
+            for d in os.listdir(stage):
+                os.rmdir(os.path.join(stage, d))
+            os.rmdir(stage)
         except OSError as exc:
             _fail(str(exc))
 

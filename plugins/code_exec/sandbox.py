@@ -168,7 +168,7 @@ def run_program(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
                 "mount_ns": bool(iso.unshare), "user_ns": iso.user_ns, "result_fd": write_fd,
                 "memory_mb": int(memory_mb), "cpu_s": cpu, "nproc": int(limit),
                 "fsize_mb": int(fsize_mb), "nofile": 64, "tmpfs_mb": int(tmpfs_mb),
-                "block_sockets": True}
+                "block_sockets": True, "hide": [os.path.expanduser("~")]}
         (root / "spec.json").write_text(json.dumps(spec))
         token = secrets.token_hex(16)
         cmd = list(iso.unshare) + [sys.executable, "-I", "-B", str(LAUNCHER), str(root / "spec.json")]

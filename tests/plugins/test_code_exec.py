@@ -127,6 +127,11 @@ def test_writes_outside_the_sandbox_do_not_reach_the_machine(tmp_path):
         r = run_program(f"open({str(target)!r}, 'w').write('escaped')\nassert False, 'wrote it'\n")
         assert not r.passed
         assert not os.path.exists(target), target
+    # the caller's home is hidden (only the standard library may be bound back into it)
+    import sysconfig
+    allowed = {os.path.relpath(os.path.realpath(sysconfig.get_paths()["stdlib"]), os.path.realpath(home)).split("/")[0]}
+    r = run_program(f"import os\nassert set(os.listdir({home!r})) <= {allowed!r}, os.listdir({home!r})\n")
+    assert r.status == "passed", r
     # deleting is refused too
     keep = tmp_path / "keep.txt"
     keep.write_text("keep")
