@@ -8,7 +8,9 @@ read-only, put fresh size-limited tmpfs on /tmp, /var/tmp and /dev/shm, make the
 interpreter's standard library reachable for the unprivileged uid, drop privileges
 (a throw-away uid when started as root; all capabilities otherwise), set the resource
 limits, disable sockets, run the program, and report completion on a private pipe with
-a token the program never sees. Exit 97 = the sandbox itself could not be set up.
+a token the program never sees. The first process stays behind
+as the namespace's init and reports the program's exit. Exit 97 = the sandbox itself
+could not be set up.
 """
 
 import ctypes
@@ -161,6 +163,26 @@ def _disable_sockets() -> None:
     socket.SocketType = NoSocket
 
 
+def _fork_keeper(result_fd: int) -> None:
+    """Stay behind as the namespace's first process (which the kernel shields from its own
+    signals, and whose end kills the namespace) and run the program in a child, where
+    signals, exit codes and process groups behave as usual."""
+    pid = os.fork()
+    if pid == 0:
+        return
+    os.close(result_fd)   # only the child may report completion
+    while True:
+        try:
+            reaped, status = os.wait()
+        except ChildProcessError:
+            os._exit(SETUP_FAILED)
+        if reaped == pid:
+            break   # orphans it adopted die with the namespace when this process ends
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -200,6 +222,7 @@ def main() -> None:
     os.environ.update(env)
     os.chdir(workdir)
     os.umask(0o077)
+    _fork_keeper(result_fd)
     try:
         if uid is not None:               # started as root: become a uid nobody else uses
             os.setgroups([])
@@ -225,8 +248,9 @@ def main() -> None:
     exec(code, namespace)
     # reached only when the whole program, tests included, ran without raising or exiting
     sys.stdout.flush()
+    sys.stderr.flush()
     os.write(result_fd, token.encode())
-    os.close(result_fd)
+    os._exit(0)   # done: threads or atexit handlers it left behind do not get a say
 
 
 if __name__ == "__main__":

@@ -227,8 +227,8 @@ def _verdict(rc: int, timed_out: bool, completed: bool, stderr: str, seconds: fl
     if sig:
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         return ExecResult(False, "killed", f"killed by {name}" + (f": {last}" if last else ""), seconds)
-    if rc == 0:
-        return ExecResult(False, "failed", "exited before the end of the program", seconds)
+    if rc == 0 or not last:
+        return ExecResult(False, "failed", f"exited (status {rc}) before the end of the program", seconds)
     if last.startswith("AssertionError"):
         return ExecResult(False, "failed", last, seconds)
     return ExecResult(False, "error", last or f"exit status {rc}", seconds)

@@ -53,6 +53,10 @@ def test_ordinary_outcomes():
     for early in ("import sys\nsys.exit(0)\nassert False\n", "import os\nos._exit(0)\n"):
         r = run_program(early)
         assert (r.passed, r.status) == (False, "failed"), r
+    # a thread left sleeping does not hold the verdict back
+    r = run_program("import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n",
+                    timeout_s=5)
+    assert r.status == "passed" and r.seconds < 4, r
 
 
 def test_the_program_runs_in_its_own_empty_directory_with_home_there():
@@ -70,6 +74,17 @@ def test_an_endless_loop_is_stopped():
     r = run_program("while True:\n    pass\n", timeout_s=1.0)
     assert r.status == "timeout" and not r.passed
     assert time.monotonic() - t0 < 5
+
+
+def test_cpu_limit_and_signals():
+    r = run_program("while True:\n    pass\n", timeout_s=10, cpu_s=1)
+    assert (r.status, r.detail) == ("timeout", "CPU limit of 1 s reached")
+    r = run_program("import ctypes\nctypes.string_at(0)\n")
+    assert (r.status, r.detail) == ("killed", "killed by SIGSEGV")
+    r = run_program("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    assert (r.status, r.detail) == ("killed", "killed by SIGTERM")
+    r = run_program("import sys\nsys.exit(3)\n")
+    assert (r.status, r.detail) == ("failed", "exited (status 3) before the end of the program")
 
 
 def test_allocating_10_gb_is_refused():
