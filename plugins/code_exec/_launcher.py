@@ -13,13 +13,17 @@ as the namespace's init and reports the program's exit. Exit 97 = the sandbox it
 could not be set up.
 """
 
+import _socket
 import ctypes
 import json
 import os
 import resource
 import signal
+import socket
 import stat
 import sys
+import sysconfig
+import tempfile
 
 SETUP_FAILED = 97
 
@@ -145,9 +149,6 @@ def _set_limits(spec: dict) -> None:
 
 def _disable_sockets() -> None:
     """Best effort on top of the empty network namespace: no socket objects from Python."""
-    import _socket
-    import socket
-
     def refuse(*args, **kwargs):
         raise PermissionError("network access is disabled in the tunesmith sandbox")
 
@@ -204,7 +205,6 @@ def main() -> None:
             os.mkdir(workdir, 0o700)
             if uid is not None:
                 os.chown(workdir, uid, uid)
-            import sysconfig
             libs = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
             stage = "/tmp/.stage"
             os.mkdir(stage, 0o700)
@@ -238,7 +238,6 @@ def main() -> None:
         _fail(f"dropping privileges / setting limits: {exc}")
     if spec["block_sockets"]:
         _disable_sockets()
-    import tempfile
     tempfile.tempdir = workdir
 
     del spec

@@ -63,12 +63,34 @@ def _probe(cmd: list) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def _reachable_by_others(path: str) -> bool:
+    """Whether a uid with no groups can traverse every directory down to ``path``."""
+    parts = os.path.realpath(path).strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        try:
+            if not os.stat("/" + "/".join(parts[:i])).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _plain(reason: str) -> Isolation:
+    # as root without namespaces, a throw-away uid still makes RLIMIT_NPROC bind (root is
+    # exempt from it) and keeps root's files out of reach, if that uid can reach the stdlib
+    import sysconfig
+
+    libs = [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")] + [tempfile.gettempdir()]
+    drop = os.geteuid() == 0 and all(_reachable_by_others(p) for p in libs)
+    return Isolation((), False, drop, reason)
+
+
 def isolation() -> Isolation:
     if os.environ.get("TUNESMITH_SANDBOX_NO_NAMESPACES") == "1":
-        return Isolation((), False, False, "TUNESMITH_SANDBOX_NO_NAMESPACES=1")
+        return _plain("TUNESMITH_SANDBOX_NO_NAMESPACES=1")
     exe = shutil.which("unshare")
     if exe is None or sys.platform != "linux":
-        return Isolation((), False, False, "no unshare command (util-linux) on this machine")
+        return _plain("no unshare command (util-linux) on this machine")
     base = [exe, "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
     if os.geteuid() == 0:
         err = _probe(base)
@@ -78,13 +100,14 @@ def isolation() -> Isolation:
     err2 = _probe(user)
     if not err2:
         return Isolation(tuple(user), True, False, "")
-    return Isolation((), False, False, f"unshare failed: {err2}")
+    return _plain(f"unshare failed: {err2}")
 
 
 def describe_isolation() -> str:
     iso = isolation()
     if not iso.unshare:
-        return f"plain child process, socket guard only ({iso.reason})"
+        who = ", a throw-away uid" if iso.drop_uid else ""
+        return f"plain child process{who}, socket guard only ({iso.reason})"
     who = "a throw-away uid (started as root)" if iso.drop_uid else "a user namespace, no capabilities"
     return f"namespaces mount+net+pid, read-only filesystem, private tmpfs /tmp, {who}"
 
@@ -99,6 +122,24 @@ def _user_thread_count(uid: int) -> int:
             except OSError:
                 pass
     return n
+
+
+def _sweep_uid(uid: int) -> None:
+    """Without a PID namespace: SIGKILL every process of the run's throw-away uid, in
+    rounds, as a fork bomb may still be replacing them (at most nproc at a time)."""
+    for _ in range(100):
+        found = False
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if os.stat(f"/proc/{pid}").st_uid == uid:
+                        os.kill(int(pid), signal.SIGKILL)
+                        found = True
+                except OSError:
+                    pass
+        if not found:
+            return
+        time.sleep(0.01)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -159,8 +200,11 @@ def run_program(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
         uid = None
         if iso.drop_uid:
             uid = _UID_BASE + secrets.randbelow(_UID_SPAN)
+            if not iso.unshare:   # the uid works right here: let it through, not look around
+                os.chmod(root, 0o711)
+                os.chown(workdir, uid, uid)
         limit = nproc
-        if not iso.unshare:
+        if not iso.unshare and uid is None:
             # without a user or PID namespace the kernel counts all of this user's tasks
             limit = nproc + _user_thread_count(os.geteuid())
         read_fd, write_fd = os.pipe()
@@ -196,6 +240,8 @@ def run_program(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
             finally:
                 _kill_group(proc)   # also whatever it left behind in its session
                 proc.wait()
+                if uid is not None and not iso.unshare:
+                    _sweep_uid(uid)   # and what left the session
             seconds = time.monotonic() - start
         got = b""
         if select.select([read_fd], [], [], 0)[0]:

@@ -282,3 +282,20 @@ def test_code_exec_imports_no_torch():
     code = ("import sys, tunesmith.plugins.code_exec\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the throw-away uid needs root")
+def test_without_namespaces_root_still_caps_forks_under_a_throwaway_uid(tmp_path, monkeypatch):
+    """Mode C as root (e.g. a container without user namespaces): RLIMIT_NPROC binds
+    through the throw-away uid, and everything of that uid is swept at the end."""
+    monkeypatch.setattr(sb, "isolation", lambda: sb.Isolation((), False, True, "test"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # the launcher's command line names it
+    # modules the launcher already imported (this machine's stdlib is under /root)
+    r = run_program("import os, signal\nassert os.getuid() >= 1_800_000_000\nn = 0\n"
+                    "for i in range(40):\n"
+                    "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+                    "    if pid == 0:\n        os.setsid()\n        signal.pause()\n"
+                    "    n += 1\n"
+                    "assert n < 8, n\n", timeout_s=5, nproc=8)
+    assert r.status == "passed", r
+    assert _leftovers(str(tmp_path)) == []   # the setsid() children were swept
