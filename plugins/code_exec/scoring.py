@@ -35,6 +35,29 @@ def humaneval_program(row: dict, completion: str) -> str:
     return f"{row['prompt']}{completion}\n{row['test']}\ncheck({row['entry_point']})\n"
 
 
+def run_programs(programs: list, *, workers: int = 2, timeout_s: float = 10.0,
+                 memory_mb: int = 1024) -> list:
+    """``programs[i][j]`` → ``ExecResult``, same shape; ``workers`` sandboxes at a time."""
+    jobs = [(i, j, prog) for i, progs in enumerate(programs) for j, prog in enumerate(progs)]
+
+    def one(job):
+        i, j, program = job
+        return i, j, run_program(program, timeout_s=timeout_s, memory_mb=memory_mb)
+
+    out: list[list[ExecResult]] = [[None] * len(progs) for progs in programs]
+    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        for i, j, res in pool.map(one, jobs):
+            out[i][j] = res
+    return out
+
+
+def pass_at_ks(sample_counts: list, passed_counts: list, ks) -> dict:
+    """Mean pass@k over problems for each k no larger than the fewest samples of any problem."""
+    n_min = min(sample_counts, default=0)
+    return {f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in zip(sample_counts, passed_counts)) / len(sample_counts)
+            for k in sorted(set(int(k) for k in ks)) if sample_counts and 1 <= k <= n_min}
+
+
 def score_completions(rows: list, completions: list, ks=(1,), *, workers: int = 2,
                       timeout_s: float = 10.0, memory_mb: int = 1024) -> dict:
     """Run ``completions[i][j]`` (sample j for row i) against ``rows[i]``'s tests.
@@ -48,32 +71,16 @@ def score_completions(rows: list, completions: list, ks=(1,), *, workers: int = 
         raise ValueError(f"{len(rows)} rows but {len(completions)} lists of completions")
     if any(isinstance(c, str) for c in completions):
         raise ValueError("completions must be one list of strings per row (wrap a single one in a list)")
-    jobs = [(i, j, humaneval_program(row, comp))
-            for i, (row, comps) in enumerate(zip(rows, completions)) for j, comp in enumerate(comps)]
-    results: dict = {}
-
-    def one(job):
-        i, j, program = job
-        return i, j, run_program(program, timeout_s=timeout_s, memory_mb=memory_mb)
-
-    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        for i, j, res in pool.map(one, jobs):
-            results[(i, j)] = res
-
+    programs = [[humaneval_program(row, comp) for comp in comps] for row, comps in zip(rows, completions)]
+    results = run_programs(programs, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
     counts = collections.Counter()
     details = []
-    for i, (row, comps) in enumerate(zip(rows, completions)):
-        rs: list[ExecResult] = [results[(i, j)] for j in range(len(comps))]
+    for i, (row, rs) in enumerate(zip(rows, results)):
         counts.update(r.status for r in rs)
         details.append({"index": i, "task_id": row.get("task_id"), "passed": sum(r.passed for r in rs),
                         "results": [r.to_dict() for r in rs]})
-    n_min = min((len(c) for c in completions), default=0)
-    out: dict = {}
-    for k in sorted(set(int(k) for k in ks)):
-        if rows and 1 <= k <= n_min:
-            out[f"pass@{k}"] = sum(pass_at_k(len(c), d["passed"], k)
-                                   for c, d in zip(completions, details)) / len(rows)
-    out.update({"n": len(rows), "samples": len(jobs),
+    out = pass_at_ks([len(c) for c in completions], [d["passed"] for d in details], ks)
+    out.update({"n": len(rows), "samples": sum(len(c) for c in completions),
                 "status_counts": {s: counts[s] for s in STATUSES if counts[s]},
                 "details": details})
     return out

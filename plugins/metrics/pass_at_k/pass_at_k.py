@@ -14,7 +14,7 @@ import json
 import datasets
 import evaluate
 
-from tunesmith.plugins.code_exec import score_completions
+from tunesmith.plugins.code_exec.scoring import humaneval_program, pass_at_ks, run_programs
 
 
 def _ks(config_name) -> tuple:
@@ -36,10 +36,9 @@ def _row(reference: str) -> dict:
         obj = json.loads(reference)
     except ValueError:
         obj = None
-    if isinstance(obj, dict) and "test" in obj:
-        return {"prompt": obj.get("prompt", ""), "test": obj["test"],
-                "entry_point": obj.get("entry_point"), "task_id": obj.get("task_id")}
-    return {"prompt": "", "test": reference, "entry_point": None}
+    if isinstance(obj, dict) and {"prompt", "test", "entry_point"} <= set(obj):
+        return obj
+    return None
 
 
 class PassAtK(evaluate.Metric):
@@ -57,34 +56,14 @@ class PassAtK(evaluate.Metric):
                                          "references": datasets.Value("string")})])
 
     def _compute(self, predictions, references, workers=2, timeout_s=10.0, memory_mb=1024):
-        rows, samples = [], []
+        programs = []
         for pred, ref in zip(predictions, references):
+            samples = [pred] if isinstance(pred, str) else list(pred)
             row = _row(ref)
-            if row["entry_point"] is None:   # whole programs: the test code follows each one
-                row = {"prompt": "", "test": "", "entry_point": None, "raw_test": ref}
-            rows.append(row)
-            samples.append([pred] if isinstance(pred, str) else list(pred))
-        he = [i for i, r in enumerate(rows) if r["entry_point"] is not None]
-        raw = [i for i, r in enumerate(rows) if r["entry_point"] is None]
-        passed = {}
-        if he:
-            res = score_completions([rows[i] for i in he], [samples[i] for i in he], ks=(1,),
-                                    workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
-            passed.update({i: d["passed"] for i, d in zip(he, res["details"])})
-        if raw:
-            from tunesmith.plugins.code_exec import run_program
-            from concurrent.futures import ThreadPoolExecutor
-            jobs = [(i, f"{p}\n{rows[i]['raw_test']}\n") for i in raw for p in samples[i]]
-            with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-                outs = list(pool.map(lambda job: run_program(job[1], timeout_s=timeout_s,
-                                                             memory_mb=memory_mb).passed, jobs))
-            for (i, _), ok in zip(jobs, outs):
-                passed[i] = passed.get(i, 0) + int(ok)
-        from tunesmith.plugins.code_exec import pass_at_k
-        n_min = min((len(s) for s in samples), default=0)
-        out = {}
-        for k in _ks(self.config_name):
-            if samples and k <= n_min:
-                out[f"pass@{k}"] = sum(pass_at_k(len(s), passed[i], k)
-                                       for i, s in enumerate(samples)) / len(samples)
-        return out
+            if row is None:   # whole programs: the test code follows each one
+                programs.append([f"{p}\n{ref}\n" for p in samples])
+            else:
+                programs.append([humaneval_program(row, p) for p in samples])
+        results = run_programs(programs, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
+        return pass_at_ks([len(p) for p in programs], [sum(r.passed for r in rs) for rs in results],
+                          _ks(self.config_name))
