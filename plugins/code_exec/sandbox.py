@@ -114,7 +114,11 @@ def describe_isolation() -> str:
 
 def _user_thread_count(uid: int) -> int:
     n = 0
-    for pid in os.listdir("/proc"):
+    try:
+        pids = os.listdir("/proc")
+    except OSError:
+        return 0   # no /proc (not Linux): the limit is then just nproc
+    for pid in pids:
         if pid.isdigit():
             try:
                 if os.stat(f"/proc/{pid}").st_uid == uid:
@@ -129,7 +133,11 @@ def _sweep_uid(uid: int) -> None:
     rounds, as a fork bomb may still be replacing them (at most nproc at a time)."""
     for _ in range(100):
         found = False
-        for pid in os.listdir("/proc"):
+        try:
+            pids = os.listdir("/proc")
+        except OSError:
+            return
+        for pid in pids:
             if pid.isdigit():
                 try:
                     if os.stat(f"/proc/{pid}").st_uid == uid:
