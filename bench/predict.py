@@ -63,7 +63,7 @@ def main() -> None:
     from transformers import pipeline
 
     import tunesmith
-    from tunesmith.export import export
+    from tunesmith.apps.export import export
     from tunesmith.predictor import Predictor, predict_stream
 
     data = rows()

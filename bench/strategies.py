@@ -65,7 +65,7 @@ def render_throughput(results: dict) -> str:
                     f"{100 * r['train_flops_per_s'] / peak:.1f} |")
     rows += ["", f"fp32 matmul peak measured by the same script: {peak / 1e9:.1f} GFLOP/s "
                  f"(1024×1024 `torch.mm`, default threads). FLOPs are estimated as in "
-                 f"`tunesmith.compare.throughput` (2·N forward, 2·N backward through the trainable part "
+                 f"`tunesmith.apps.compare.throughput` (2·N forward, 2·N backward through the trainable part "
                  f"and 2·N for weight gradients, per token; evaluation passes included). {results['settings']}"]
     return "\n".join(rows)
 
@@ -81,7 +81,7 @@ def main() -> None:
     if args.source:
         comparison = json.loads(Path(args.source).read_text())
     else:
-        from tunesmith.compare import compare
+        from tunesmith.apps.compare import compare
 
         overrides = [f"data.train={DATA / 'train.jsonl'}", f"data.validation={DATA / 'validation.jsonl'}",
                      f"training.epochs={args.epochs}", f"training.max_train_samples={args.max_train}"]

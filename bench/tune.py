@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
 
 def render(r: dict) -> str:
-    from tunesmith.tune import render_markdown
+    from tunesmith.apps.tune import render_markdown
 
     c, best = r["counts"], r["best"]
     lines = [

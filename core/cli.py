@@ -11,21 +11,61 @@ import json
 import os
 import sys
 
-from .errors import DataError, TrainingInterrupted, TunesmithError
+from .errors import DataError, PluginError, TrainingInterrupted, TunesmithError
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune pretrained Transformer models "
-                                "with pluggable tasks and strategies.")
-    p.add_argument("--version", action="version", version=f"tunesmith {_version()}")
+PRECISION_HELP = ("numeric precision of the model: auto (bf16 where the hardware runs it natively), "
+                  "fp32, bf16, fp16 (GPU); default fp32")
+
+
+def add_precision(parser) -> None:
+    """The ``--precision`` option of every command that loads a run (apps use it too)."""
+    parser.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16", help=PRECISION_HELP)
+
+
+def _global_options(p) -> None:
     p.add_argument("--disable-plugins", metavar="A,B", default="",
                    help="plugins not to load (also TUNESMITH_DISABLE_PLUGINS)")
     p.add_argument("--plugins", dest="allow_plugins", metavar="A,B", default="",
                    help="load only these plugins (also TUNESMITH_PLUGINS)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="fine-tune a model from a YAML/JSON config")
+
+def build_parser(plugins):
+    """The argument parser with the core's commands and those plugins add through the
+    ``register_commands`` hook; returns ``(parser, {command: run})``."""
+    p = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune pretrained Transformer models "
+                                "with pluggable tasks and strategies.")
+    p.add_argument("--version", action="version", version=f"tunesmith {_version()}")
+    _global_options(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict = {}
+
+    def register(name: str, *, help: str, arguments, run) -> None:
+        if not isinstance(name, str) or not name or name in commands:
+            owner = getattr(run, "__module__", "?")
+            raise PluginError(owner, f"command {name!r} is already registered or not a name")
+        arguments(sub.add_parser(name, help=help, description=help))
+        commands[name] = run
+
+    _core_commands(register)
+    plugins.call("register_commands", register=register)
+    return p, commands
+
+
+def _core_commands(register) -> None:
+    register("train", help="fine-tune a model from a YAML/JSON config", arguments=_train_args,
+             run=lambda args, plugins: cmd_train(args, plugins))
+    register("evaluate", help="compute the task's metrics of a run on a labelled file",
+             arguments=_evaluate_args, run=lambda args, plugins: cmd_evaluate(args, plugins))
+    register("predict", help="predict for JSONL (or plain text) lines; JSONL out", arguments=_predict_args,
+             run=lambda args, plugins: cmd_predict(args, plugins))
+    register("plugins", help="list plugins, tasks, strategies and model sources",
+             arguments=lambda p: p.add_argument("--json", action="store_true", help="machine-readable output"),
+             run=lambda args, plugins: cmd_plugins(args, plugins))
+
+
+def _train_args(t) -> None:
     t.add_argument("config", help="YAML or JSON run configuration (with --resume: or a run directory)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=1 (repeatable)")
@@ -34,96 +74,25 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in output_dir from its newest complete checkpoint")
 
-    e = sub.add_parser("evaluate", help="compute the task's metrics of a run on a labelled file")
+
+def _evaluate_args(e) -> None:
     e.add_argument("run_dir")
     e.add_argument("--data", required=True, help="labelled data file")
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
-                   help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
-                        "fp32, bf16, fp16 (GPU); default auto")
+    add_precision(e)
 
-    pr = sub.add_parser("predict", help="predict for JSONL (or plain text) lines; JSONL out")
+
+def _predict_args(pr) -> None:
     pr.add_argument("run_dir")
     pr.add_argument("--input", required=True, help="input file, or - for standard input")
     pr.add_argument("--output", default="-", help="output file (default: standard output)")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
-                    help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
-                         "fp32, bf16, fp16 (GPU); default auto")
+    add_precision(pr)
     pr.add_argument("--skip-bad-rows", action="store_true",
                     help="skip lines the task cannot use (reported on stderr) instead of stopping")
     pr.add_argument("--quiet", action="store_true", help="no progress bars (nothing on stderr unless something is wrong)")
     pr.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                     help="onnx: run an ONNX export (tunesmith export --format onnx) with onnxruntime")
-
-    s = sub.add_parser("serve", help="serve a run over HTTP (JSON API; needs tunesmith[serve])")
-    s.add_argument("run_dir")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
-                   help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
-                        "fp32, bf16, fp16 (GPU); default auto")
-    s.add_argument("--max-batch-size", type=int, default=32,
-                   help="most inputs the model runs at once when batching requests (default 32)")
-    s.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long to collect concurrent requests into one batch (default 5)")
-    s.add_argument("--no-micro-batching", dest="micro_batching", action="store_false",
-                   help="run each request on its own")
-    s.add_argument("--max-body-bytes", type=int, default=1_000_000,
-                   help="reject larger request bodies with 413 (default 1,000,000)")
-    s.add_argument("--max-inputs", type=int, default=256,
-                   help="reject requests with more inputs with 413 (default 256)")
-    s.add_argument("--max-batch-tokens", type=int, default=16384,
-                   help="most tokens in one model batch; a request needing more gets 413 (default 16384)")
-    s.add_argument("--max-queue", type=int, default=1024,
-                   help="most inputs waiting for the model; beyond it 503 with Retry-After (default 1024)")
-    s.add_argument("--timeout-s", type=float, default=30.0,
-                   help="answer 504 and drop the work when a request waits longer (default 30)")
-    s.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: serve an ONNX export (tunesmith export --format onnx) with onnxruntime")
-
-    x = sub.add_parser("export", help="export a run as a plain Hugging Face folder or ONNX")
-    x.add_argument("run_dir")
-    x.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
-    x.add_argument("--format", choices=("hf", "onnx"), default="hf")
-    x.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    x.add_argument("--quantize", choices=("int8",), default=None,
-                   help="with --format onnx: int8 weights (onnxruntime dynamic quantization)")
-    x.add_argument("--parity-data", default=None, metavar="FILE",
-                   help="labelled rows for the parity check (default: the run's validation file)")
-
-    c = sub.add_parser("compare", help="train one config under several strategies; table + chart")
-    c.add_argument("config", help="YAML or JSON run configuration")
-    c.add_argument("--strategies", default="full,partial,frozen,lora", metavar="A,B",
-                   help="strategies to compare (default: full,partial,frozen,lora)")
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STRATEGY:]KEY=VALUE",
-                   help="override a config value for every run, or for one strategy with a prefix, "
-                        "e.g. --set lora:training.learning_rate=5e-4 (repeatable)")
-    c.add_argument("--output", default="comparison", help="output folder (default: comparison)")
-    c.add_argument("--overwrite", action="store_true", help="replace existing runs in the output folder")
-
-    tu = sub.add_parser("tune", help="search hyperparameters with Optuna (needs tunesmith[tune])")
-    tu.add_argument("config", help="YAML or JSON run configuration (an optional tune: section holds the space)")
-    tu.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
-                    help="a searched key: loguniform(a,b), uniform(a,b), int(a,b) or choice(a,b,...), e.g. "
-                         "--space training.learning_rate=loguniform(1e-5,1e-2) (repeatable)")
-    tu.add_argument("--trials", type=int, help="trials in the study, finished ones included (default 10)")
-    tu.add_argument("--sampler", choices=("tpe", "random"), help="default tpe")
-    tu.add_argument("--pruner", choices=("median", "halving", "none"),
-                    help="stop trials early on the validation metric (default median)")
-    tu.add_argument("--eval-steps", type=int, metavar="N",
-                    help="evaluate (and report to the pruner) every N steps instead of each epoch")
-    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value for every trial (repeatable)")
-    tu.add_argument("--output", help="tune folder (default: the config's output_dir + '-tune'); "
-                                     "run again with the same folder to continue")
-    tu.add_argument("--storage", metavar="URL",
-                    help="Optuna RDB storage shared by workers (default: sqlite in the tune folder)")
-    tu.add_argument("--study-name", help="study name in the storage (default tunesmith)")
-
-    pl = sub.add_parser("plugins", help="list plugins, tasks, strategies and model sources")
-    pl.add_argument("--json", action="store_true", help="machine-readable output")
-    return p
 
 
 def _version() -> str:
@@ -142,10 +111,10 @@ def _plugins(args):
     return load_plugins(disable=split(args.disable_plugins), allow=split(args.allow_plugins))
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, plugins) -> int:
     from .runner import train
 
-    result = train(args.config, args.overrides, plugins=_plugins(args), overwrite=args.overwrite,
+    result = train(args.config, args.overrides, plugins=plugins, overwrite=args.overwrite,
                    quiet=args.quiet, resume=args.resume)
     print(json.dumps({"run_dir": str(result.run_dir), "eval": result.metrics,
                       "trainable_parameters": result.trainable_parameters,
@@ -153,48 +122,18 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
-    from .compare import compare
-
-    strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
-    plugin_args = [f"--disable-plugins={args.disable_plugins}", f"--plugins={args.allow_plugins}"]
-    result = compare(args.config, strategies, args.overrides, args.output, plugins=_plugins(args),
-                     overwrite=args.overwrite, plugin_args=plugin_args,
-                     echo=lambda msg: print(msg, file=sys.stderr, flush=True))
-    from .compare import render_markdown
-
-    print(render_markdown(result))
-    print(f"\nwritten: {os.path.join(args.output, 'comparison.md')}, comparison.json, comparison.png")
-    return 0 if any("error" not in r for r in result["runs"]) else 1
-
-
-def cmd_tune(args) -> int:
-    from .tune import render_markdown, tune
-
-    result = tune(args.config, args.space, args.overrides, trials=args.trials, sampler=args.sampler,
-                  pruner=args.pruner, eval_steps=args.eval_steps, output=args.output, storage=args.storage,
-                  study_name=args.study_name, plugins=_plugins(args),
-                  echo=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(render_markdown(result))
-    best = result["best"]
-    if best:
-        print(f"\nbest: trial {best['number']}, {result['metric']}={best['value']:.4f}, "
-              + ", ".join(f"{k}={v}" for k, v in best["params"].items()))
-    return 0 if best else 1
-
-
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args, plugins) -> int:
     from .predictor import Predictor
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    metrics = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision).evaluate(
+    metrics = Predictor(args.run_dir, plugins=plugins, precision=args.precision).evaluate(
         args.data, batch_size=args.batch_size)
     print(_json_line(metrics, args.data))
     return 0
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args, plugins) -> int:
     import tempfile
 
     from .predictor import Predictor, predict_stream
@@ -224,7 +163,7 @@ def cmd_predict(args) -> int:
         from .runner import quiet_libraries
 
         quiet_libraries()
-    predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision,
+    predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision,
                           backend=args.backend)
     tmp = None
     if args.output == "-":
@@ -275,33 +214,6 @@ def _progress(total, quiet):
     return tqdm(total=total, unit="rows", desc="predict", file=sys.stderr, delay=delay, dynamic_ncols=True)
 
 
-def cmd_serve(args) -> int:
-    from .serve import serve
-
-    for name in ("max_batch_size", "max_inputs", "max_batch_tokens", "max_queue", "timeout_s"):
-        if getattr(args, name) <= 0:
-            raise DataError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-
-    serve(args.run_dir, host=args.host, port=args.port, plugins=_plugins(args),
-          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-          micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes, backend=args.backend,
-          precision=args.precision,
-          max_inputs=args.max_inputs, max_batch_tokens=args.max_batch_tokens, max_queue=args.max_queue,
-          timeout_s=args.timeout_s)
-    return 0
-
-
-def cmd_export(args) -> int:
-    from .export import export
-    from .runner import quiet_libraries
-
-    quiet_libraries()   # stdout carries the summary, stderr only tunesmith's own lines
-    out = export(args.run_dir, args.out, format=args.format, plugins=_plugins(args), overwrite=args.overwrite,
-                 quantize=args.quantize, parity_data=args.parity_data)
-    print(json.dumps(out, indent=2))
-    return 0
-
-
 def _open(path: str):
     if os.path.isdir(path):
         raise DataError("is a directory, not an input file", file=path)
@@ -322,8 +234,7 @@ def _json_line(answer, name: str) -> str:
                         "train the run again", file=name) from None
 
 
-def cmd_plugins(args) -> int:
-    plugins = _plugins(args)
+def cmd_plugins(args, plugins) -> int:
     reg = plugins.registry
     data = {
         "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version,
@@ -360,25 +271,20 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "compare": cmd_compare, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "serve": cmd_serve, "export": cmd_export, "plugins": cmd_plugins, "tune": cmd_tune}
-
-
 def main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _global_options(early)
+    known = early.parse_known_args(argv)[0]
+    debug = known.debug
     try:
-        return COMMANDS[args.command](args)
+        return _main(argv, known)
     except TrainingInterrupted as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"tunesmith: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except TunesmithError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"tunesmith: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -386,16 +292,27 @@ def main(argv=None) -> int:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        if args.debug:
+        if debug:
             raise
         print("tunesmith: error: out of memory (try a smaller training.batch_size)", file=sys.stderr)
         return 2
     except Exception as exc:   # a bug, not a user mistake: say so, and keep it visible
-        if args.debug:
+        if debug:
             raise
         print(f"tunesmith: internal error: {type(exc).__name__}: {_one_line(exc)} "
               "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
         return 1
+
+
+def _main(argv, early) -> int:
+    # the plugins come first: they add commands, so they must be loaded to parse the rest
+    plugins = _plugins(early)
+    parser, commands = build_parser(plugins)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    return commands[args.command](args, plugins)
 
 
 def _one_line(exc) -> str:

@@ -82,3 +82,18 @@ def on_run_end(run, result):
     :param result: the :class:`tunesmith.RunResult` (``run_dir``, ``metrics``).
     :return: nothing; every implementation is called.
     """
+
+
+@hookspec
+def register_commands(register):
+    """Add subcommands to the ``tunesmith`` command (the apps serve, export, compare and
+    tune come in this way too).
+
+    :param register: call ``register(name, help=..., arguments=..., run=...)`` once per
+        command: ``arguments(parser)`` adds its options to an ``argparse`` subparser,
+        ``run(args, plugins)`` does the work and returns the exit code (``args`` is the
+        parsed namespace, ``plugins`` the loaded :class:`tunesmith.manager.Plugins`).
+        Import heavy libraries inside ``run``: every ``tunesmith`` call, ``--help`` too,
+        loads the plugins to build its parser.
+    :return: nothing; results are ignored. A name already taken is an error.
+    """

@@ -50,6 +50,22 @@ def test_installed_plugin_is_listed_with_distribution_and_version(installed, fol
     assert name not in {e["name"] for e in bare[section]}
 
 
+def test_plugin_adds_a_subcommand(installed, tmp_path):
+    """The template registers `tunesmith rows` through register_commands; installed for
+    real, the command is in --help and runs; a bad line is one error line, exit 2."""
+    env = {"PYTHONPATH": str(installed["template"])}
+    assert "rows" in run_cli("--help", env=env).stdout
+    assert "rows" not in run_cli("--help").stdout   # not installed: not there
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "label": 1}, {"text": "b"}])
+    proc = run_cli("rows", str(data), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"rows": 2, "fields": {"text": 2, "label": 1}}
+    data.write_text('{"text": "a"}\n{oops\n')
+    proc = run_cli("rows", str(data), env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "d.jsonl:2: not JSON" in proc.stderr, proc.stderr
+
+
 @pytest.fixture(scope="module")
 def ner_small(tmp_path_factory):
     d = tmp_path_factory.mktemp("ner")

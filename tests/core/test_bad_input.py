@@ -339,10 +339,10 @@ def test_unexpected_error_is_one_line_unless_debug(tmp_path, monkeypatch, capsys
     """A genuine bug is not dressed up as a user error: exit 1, says 'internal error'."""
     from tunesmith import cli
 
-    def bug(args):
+    def bug(args, plugins):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setitem(cli.COMMANDS, "plugins", bug)
+    monkeypatch.setattr(cli, "cmd_plugins", bug)
     assert cli.main(["plugins"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("tunesmith: internal error: ZeroDivisionError") and "--debug" in line

@@ -1,5 +1,9 @@
 import json
 
+import pytest
+
+from tunesmith import PluginError, hookimpl, load_plugins
+
 from tests.conftest import run_cli
 
 
@@ -41,3 +45,40 @@ def test_predict_on_missing_run_dir(tmp_path):
     assert proc.returncode == 2 and "not a tunesmith run directory" in proc.stderr
     assert json.dumps  # stdout stays empty on error
     assert proc.stdout == ""
+
+
+class _Commands:
+    """An in-process plugin adding a command, and one that takes a name already used."""
+
+    def __init__(self, name):
+        self.name = name
+
+    @hookimpl
+    def register_commands(self, register):
+        register(self.name, help="say hello", arguments=lambda p: p.add_argument("who"),
+                 run=lambda args, plugins: print(f"hello {args.who}") or 3)
+
+
+def test_register_commands_adds_a_subcommand(capsys):
+    from tunesmith.cli import build_parser
+
+    plugins = load_plugins()
+    plugins.add(_Commands("hello"), "hello-plugin")
+    parser, commands = build_parser(plugins)
+    args = parser.parse_args(["hello", "world"])
+    assert commands["hello"](args, plugins) == 3 and capsys.readouterr().out == "hello world\n"
+    # the apps come in the same way
+    assert {"train", "evaluate", "predict", "plugins", "serve", "export", "compare", "tune"} <= set(commands)
+    plugins = load_plugins()
+    plugins.add(_Commands("train"), "clash")
+    with pytest.raises(PluginError, match="'train' is already registered"):
+        build_parser(plugins)
+
+
+def test_help_lists_the_apps_and_a_disabled_one_is_gone():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for name in ("serve", "export", "compare", "tune"):
+        assert f"    {name} " in proc.stdout
+    proc = run_cli("--disable-plugins", "serve", "--help")
+    assert "    serve " not in proc.stdout and "    export " in proc.stdout

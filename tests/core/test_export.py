@@ -85,7 +85,7 @@ def test_onnx_export_matches_pytorch_logits(runs, strategy, tmp_path):
     import numpy as np
     import torch
 
-    from tunesmith.export import export, merged_model
+    from tunesmith.apps.export import export, merged_model
 
     predictor = tunesmith.load(runs[strategy], precision="fp32")   # the graph is float32
     summary = export(runs[strategy], tmp_path / "onnx", format="onnx", predictor=predictor)

@@ -42,7 +42,7 @@ def test_hf_export_writes_exact_parity_report_cli(runs, sst2_small, tmp_path):
 
 @pytest.mark.parametrize("strategy", ["partial", "frozen", "lora"])
 def test_hf_export_parity_per_strategy(runs, strategy, tmp_path):
-    from tunesmith.export import export
+    from tunesmith.apps.export import export
 
     summary = export(runs[strategy], tmp_path / "hf")
     assert summary["parity"]["passed"] and summary["parity"]["max_score_diff"] <= 1e-4
@@ -66,7 +66,7 @@ def test_mean_pooled_frozen_run_refuses_hf_and_exports_onnx(runs, tmp_path):
 
 def test_failed_parity_leaves_nothing(runs, tmp_path):
     """A model whose saved weights do not give the run's predictions: refused, nothing left."""
-    from tunesmith.export import export
+    from tunesmith.apps.export import export
 
     predictor = tunesmith.load(runs["full"])
     import torch

@@ -78,9 +78,10 @@ def test_nan_or_infinity_in_a_body_is_a_422_not_a_500(server):
 
 
 def test_binds_loopback_by_default():
-    from tunesmith.cli import _parser
+    from tunesmith.cli import build_parser
 
-    assert _parser().parse_args(["serve", "x"]).host == "127.0.0.1"
+    parser, commands = build_parser(tunesmith.load_plugins())
+    assert parser.parse_args(["serve", "x"]).host == "127.0.0.1" and "serve" in commands
 
 
 def test_500_requests_from_16_clients_no_errors_same_answers(server, run_dir):
@@ -153,7 +154,7 @@ def test_metadata_health_and_openapi(server, run_dir):
 
 def test_micro_batching_merges_concurrent_requests(run_dir):
     """The batcher in-process: requests queued together run as one model batch."""
-    from tunesmith.serve import Batcher
+    from tunesmith.apps.serve import Batcher
 
     predictor = tunesmith.load(run_dir)
     for micro, expect_batches in ((True, 1), (False, 6)):

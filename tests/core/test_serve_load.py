@@ -41,7 +41,7 @@ class InProcessServer:
     def __init__(self, predictor, **limits):
         import uvicorn
 
-        from tunesmith.serve import create_app
+        from tunesmith.apps.serve import create_app
 
         self.app = create_app(predictor, **limits)
         self.port = _free_port()
@@ -152,7 +152,7 @@ def test_timeout_504_and_abandoned_work_is_not_computed(predictor):
 
 def test_one_bad_request_does_not_fail_its_micro_batch(predictor):
     """Requests batched together: one whose input breaks the model fails alone."""
-    from tunesmith.serve import Batcher
+    from tunesmith.apps.serve import Batcher
 
     class Fussy:   # the real predictor; one input makes the task's predict raise
         def __init__(self, inner):

@@ -183,7 +183,7 @@ def test_plots_of_a_study_with_varied_results(tmp_path):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from tunesmith.tune import plots
+    from tunesmith.apps.tune import plots
 
     study = optuna.create_study(direction="maximize")
     dists = {"training.learning_rate": FloatDistribution(1e-4, 3e-2, log=True),

@@ -51,7 +51,7 @@ def test_onnx_export_of_minilm_matches_pytorch(lora_run, tmp_path):
     import numpy as np
     import torch
 
-    from tunesmith.export import export, merged_model
+    from tunesmith.apps.export import export, merged_model
 
     predictor = tunesmith.load(lora_run, precision="fp32")   # the graph is float32
     export(lora_run, tmp_path / "onnx", format="onnx", predictor=predictor)

@@ -17,6 +17,15 @@ def register_strategies(register):
     register(HeadAndNorms())
 
 
+@hookimpl
+def register_commands(register):
+    # `tunesmith rows FILE`; command.py imports nothing heavy, so `tunesmith --help` stays fast
+    from . import command
+
+    register("rows", help="count the rows of a JSONL file and their fields (template plugin)",
+             arguments=command.arguments, run=command.run)
+
+
 # When tunesmith_myplugin/task.py is filled in:
 #
 # from .task import MyTask

@@ -1,6 +1,6 @@
 """``tunesmith compare``: the same task, data, model and seed under several strategies.
 
-Each strategy trains in its own ``python -m tunesmith.compare --child`` process, one
+Each strategy trains in its own ``python -m tunesmith.apps.compare --child`` process, one
 after the other, so peak memory (``ru_maxrss`` from ``os.wait4``) belongs to that run
 alone and a crash of one strategy cannot take the others down. Each run keeps its own
 run directory under ``OUT/runs/STRATEGY``; the comparison lands in ``OUT/comparison.md``,
@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load_config
-from .errors import ConfigError, RunDirError
+from ..config import load_config
+from ..errors import ConfigError, RunDirError
 
 RUNS = "runs"
 
@@ -72,7 +72,7 @@ def plan(config, strategies, overrides, out_dir, plugins) -> list[dict]:
 def compare(config, strategies, overrides=(), out_dir="comparison", plugins=None, overwrite=False,
             plugin_args=(), echo=None) -> dict:
     """Train ``config`` under each strategy; write and return the comparison."""
-    from .manager import load_plugins
+    from ..manager import load_plugins
 
     plugins = plugins or load_plugins()
     out = Path(out_dir)
@@ -99,7 +99,7 @@ def compare(config, strategies, overrides=(), out_dir="comparison", plugins=None
 def run_child(config, run: dict, out: Path, overwrite: bool, plugin_args=()) -> dict:
     stats = out / RUNS / f".{run['strategy']}.stats.json"
     stats.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "tunesmith.compare", "--child", str(stats), str(config),
+    cmd = [sys.executable, "-m", "tunesmith.apps.compare", "--child", str(stats), str(config),
            *plugin_args, *(a for o in run["overrides"] for a in ("--set", o))]
     if overwrite:
         cmd.append("--overwrite")
@@ -127,7 +127,7 @@ def _child(argv) -> int:
     """One strategy's run: train, then record what the comparison needs."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="tunesmith.compare --child")
+    ap = argparse.ArgumentParser(prog="tunesmith.apps.compare --child")
     ap.add_argument("stats")
     ap.add_argument("config")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
@@ -136,9 +136,9 @@ def _child(argv) -> int:
     ap.add_argument("--plugins", dest="allow_plugins", default="")
     args = ap.parse_args(argv)
 
-    from . import hookimpl
-    from .manager import load_plugins
-    from .runner import main_metric, train
+    from .. import hookimpl
+    from ..manager import load_plugins
+    from ..runner import main_metric, train
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     plugins = load_plugins(disable=split(args.disable_plugins), allow=split(args.allow_plugins))
@@ -235,7 +235,7 @@ def render_markdown(result: dict) -> str:
 
 
 def write(result: dict, out: Path) -> None:
-    from .rundir import write_json
+    from ..rundir import write_json
 
     write_json(out / "comparison.json", result)
     shared = " ".join(f"--set {o}" for o in result["overrides"])
@@ -281,7 +281,40 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- the `compare` command
+
+from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
+
+
+def _arguments(c) -> None:
+    c.add_argument("config", help="YAML or JSON run configuration")
+    c.add_argument("--strategies", default="full,partial,frozen,lora", metavar="A,B",
+                   help="strategies to compare (default: full,partial,frozen,lora)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STRATEGY:]KEY=VALUE",
+                   help="override a config value for every run, or for one strategy with a prefix, "
+                        "e.g. --set lora:training.learning_rate=5e-4 (repeatable)")
+    c.add_argument("--output", default="comparison", help="output folder (default: comparison)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing runs in the output folder")
+
+
+def _run(args, plugins) -> int:
+    strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+    plugin_args = [f"--disable-plugins={args.disable_plugins}", f"--plugins={args.allow_plugins}"]
+    result = compare(args.config, strategies, args.overrides, args.output, plugins=plugins,
+                     overwrite=args.overwrite, plugin_args=plugin_args,
+                     echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(render_markdown(result))
+    print(f"\nwritten: {os.path.join(args.output, 'comparison.md')}, comparison.json, comparison.png")
+    return 0 if any("error" not in r for r in result["runs"]) else 1
+
+
+@hookimpl
+def register_commands(register):
+    register("compare", help="train one config under several strategies; table + chart",
+             arguments=_arguments, run=_run)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         raise SystemExit(_child(sys.argv[2:]))
-    raise SystemExit("usage: tunesmith compare CONFIG --strategies A,B (python -m tunesmith.compare is internal)")
+    raise SystemExit("usage: tunesmith compare CONFIG --strategies A,B (python -m tunesmith.apps.compare is internal)")

@@ -1,5 +1,5 @@
 """Load an exported folder the way a user would and predict: the other half of the
-export parity check (``tunesmith.export``).
+export parity check (``tunesmith.apps.export``).
 
 This file is run as a script (``python -I -S parity_worker.py SITE... -- JOB OUT``), in a
 Python where tunesmith is not importable, so what it computes comes from transformers /

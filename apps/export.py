@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import RunDirError, TunesmithError
+from ..errors import RunDirError, TunesmithError
 
 ATOL = 1e-4
 FORMATS = ("hf", "onnx")
@@ -40,9 +40,9 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
 
     Before anything is renamed into place, the export is loaded the way a user would (in a
     Python without tunesmith) and its predictions on the run's validation rows are compared
-    with the run's (:mod:`tunesmith.parity`); the report is ``parity.json``."""
+    with the run's (:mod:`tunesmith.apps.parity`); the report is ``parity.json``."""
     from . import parity
-    from .predictor import Predictor
+    from ..predictor import Predictor
 
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
@@ -250,7 +250,7 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
 
 def model_card(predictor, format: str, quantize: str | None = None) -> str:
     from .parity import kind_of
-    from .rundir import hf_auto_class
+    from ..rundir import hf_auto_class
 
     meta = predictor.metadata()
     task = predictor.task
@@ -319,3 +319,34 @@ tags: [tunesmith, {task.name}, {meta['strategy']}]
 
 Training options: `{json.dumps(meta['options'])}`
 """
+
+
+# ---------------------------------------------------------------- the `export` command
+
+from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
+
+
+def _arguments(x) -> None:
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
+    x.add_argument("--format", choices=("hf", "onnx"), default="hf")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    x.add_argument("--quantize", choices=("int8",), default=None,
+                   help="with --format onnx: int8 weights (onnxruntime dynamic quantization)")
+    x.add_argument("--parity-data", default=None, metavar="FILE",
+                   help="labelled rows for the parity check (default: the run's validation file)")
+
+
+def _run(args, plugins) -> int:
+    from ..runner import quiet_libraries
+
+    quiet_libraries()   # stdout carries the summary, stderr only tunesmith's own lines
+    out = export(args.run_dir, args.out, format=args.format, plugins=plugins, overwrite=args.overwrite,
+                 quantize=args.quantize, parity_data=args.parity_data)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+@hookimpl
+def register_commands(register):
+    register("export", help="export a run as a plain Hugging Face folder or ONNX", arguments=_arguments, run=_run)

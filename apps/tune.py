@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import apply_overrides, load_config, read_file
-from .errors import ConfigError, RunDirError, TrainingInterrupted, TunesmithError
+from ..config import apply_overrides, load_config, read_file
+from ..errors import ConfigError, RunDirError, TrainingInterrupted, TunesmithError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
@@ -322,7 +322,7 @@ def recover_dead_trials(study) -> list[int]:
     return recovered
 
 
-from .manager import hookimpl  # noqa: E402  (pluggy only: cheap)
+from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
 
 
 class _Reporter:
@@ -335,7 +335,7 @@ class _Reporter:
 
     @hookimpl
     def configure_trainer(self, trainer, run):
-        from .runner import main_metric
+        from ..runner import main_metric
 
         metric = main_metric(run.task, run.state)
         self.seen.update(run=run, learning_rate=trainer.args.learning_rate, metric=metric,
@@ -370,7 +370,7 @@ def tune(config, space: list[str] = (), overrides=(), *, trials: int | None = No
          pruner: str | None = None, eval_steps: int | None = None, output: str | None = None,
          storage: str | None = None, study_name: str | None = None, plugins=None, echo=None) -> dict:
     """Search ``space`` for ``config``; returns the summary also written to ``trials.json``."""
-    from .manager import load_plugins
+    from ..manager import load_plugins
 
     plugins = plugins or load_plugins()
     if not isinstance(config, (str, os.PathLike)):
@@ -424,7 +424,7 @@ def tune(config, space: list[str] = (), overrides=(), *, trials: int | None = No
     elif stored != space_spec:
         raise ConfigError([f"study {settings.study_name!r} in {_safe_url(url)!r} searched another space "
                            f"({json.dumps(stored)}); use another --study-name"])
-    from .rundir import write_json
+    from ..rundir import write_json
 
     write_json(marker, {"config": os.path.abspath(source), "overrides": list(overrides or ()),
                         "space": space_spec, "storage": _safe_url(url), "study_name": settings.study_name,
@@ -459,7 +459,7 @@ def tune(config, space: list[str] = (), overrides=(), *, trials: int | None = No
         started = time.time()
         pruned = None
         try:
-            from .runner import train
+            from ..runner import train
 
             result = train(trial_config(base, values, str(run_dir)), plugins=plugins, quiet=True)
         except optuna.TrialPruned as exc:
@@ -484,7 +484,7 @@ def tune(config, space: list[str] = (), overrides=(), *, trials: int | None = No
         if pruned is not None:
             run = reporter.seen.get("run")
             if run is not None:
-                from .rundir import write_manifest
+                from ..rundir import write_manifest
 
                 write_manifest(run, status="pruned")
             raise pruned
@@ -582,7 +582,7 @@ def render_markdown(result: dict) -> str:
 
 
 def write_reports(study, info: dict) -> dict:
-    from .rundir import write_json
+    from ..rundir import write_json
 
     out: Path = info["out"]
     result = summary(study, info)
@@ -668,3 +668,43 @@ def _importance_evaluator():
         return optuna.importance.FanovaImportanceEvaluator(seed=0)
     except ImportError:
         return optuna.importance.PedAnovaImportanceEvaluator()
+
+
+# ---------------------------------------------------------------- the `tune` command
+
+def _arguments(tu) -> None:
+    tu.add_argument("config", help="YAML or JSON run configuration (an optional tune: section holds the space)")
+    tu.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
+                    help="a searched key: loguniform(a,b), uniform(a,b), int(a,b) or choice(a,b,...), e.g. "
+                         "--space training.learning_rate=loguniform(1e-5,1e-2) (repeatable)")
+    tu.add_argument("--trials", type=int, help="trials in the study, finished ones included (default 10)")
+    tu.add_argument("--sampler", choices=("tpe", "random"), help="default tpe")
+    tu.add_argument("--pruner", choices=("median", "halving", "none"),
+                    help="stop trials early on the validation metric (default median)")
+    tu.add_argument("--eval-steps", type=int, metavar="N",
+                    help="evaluate (and report to the pruner) every N steps instead of each epoch")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value for every trial (repeatable)")
+    tu.add_argument("--output", help="tune folder (default: the config's output_dir + '-tune'); "
+                                     "run again with the same folder to continue")
+    tu.add_argument("--storage", metavar="URL",
+                    help="Optuna RDB storage shared by workers (default: sqlite in the tune folder)")
+    tu.add_argument("--study-name", help="study name in the storage (default tunesmith)")
+
+
+def _run(args, plugins) -> int:
+    result = tune(args.config, args.space, args.overrides, trials=args.trials, sampler=args.sampler,
+                  pruner=args.pruner, eval_steps=args.eval_steps, output=args.output, storage=args.storage,
+                  study_name=args.study_name, plugins=plugins,
+                  echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(render_markdown(result))
+    best = result["best"]
+    if best:
+        print(f"\nbest: trial {best['number']}, {result['metric']}={best['value']:.4f}, "
+              + ", ".join(f"{k}={v}" for k, v in best["params"].items()))
+    return 0 if best else 1
+
+
+@hookimpl
+def register_commands(register):
+    register("tune", help="search hyperparameters with Optuna (needs tunesmith[tune])", arguments=_arguments, run=_run)

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from .errors import RowError, TunesmithError
+from ..errors import RowError, TunesmithError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -416,7 +416,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, plugins=None, max_
     except ImportError:
         raise TunesmithError("serving needs FastAPI, uvicorn and prometheus-client: "
                              "pip install 'tunesmith[serve]'") from None
-    from .predictor import Predictor
+    from ..predictor import Predictor
 
     check_port(host, port)   # a busy port is a user mistake, said before the model loads
     predictor = Predictor(run_dir, plugins=plugins, precision=precision, backend=backend)
@@ -458,3 +458,54 @@ def check_port(host: str, port: int) -> None:
             sock.bind(address)
     except (OSError, OverflowError) as exc:   # EADDRINUSE, EACCES, a bad host, a port > 65535
         raise TunesmithError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+# ---------------------------------------------------------------- the `serve` command
+
+from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
+
+
+def _arguments(s) -> None:
+    from ..cli import add_precision
+
+    s.add_argument("run_dir")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    add_precision(s)
+    s.add_argument("--max-batch-size", type=int, default=32,
+                   help="most inputs the model runs at once when batching requests (default 32)")
+    s.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long to collect concurrent requests into one batch (default 5)")
+    s.add_argument("--no-micro-batching", dest="micro_batching", action="store_false",
+                   help="run each request on its own")
+    s.add_argument("--max-body-bytes", type=int, default=1_000_000,
+                   help="reject larger request bodies with 413 (default 1,000,000)")
+    s.add_argument("--max-inputs", type=int, default=256,
+                   help="reject requests with more inputs with 413 (default 256)")
+    s.add_argument("--max-batch-tokens", type=int, default=16384,
+                   help="most tokens in one model batch; a request needing more gets 413 (default 16384)")
+    s.add_argument("--max-queue", type=int, default=1024,
+                   help="most inputs waiting for the model; beyond it 503 with Retry-After (default 1024)")
+    s.add_argument("--timeout-s", type=float, default=30.0,
+                   help="answer 504 and drop the work when a request waits longer (default 30)")
+    s.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: serve an ONNX export (tunesmith export --format onnx) with onnxruntime")
+
+
+def _run(args, plugins) -> int:
+    from ..errors import DataError
+
+    limits = ("max_batch_size", "max_inputs", "max_batch_tokens", "max_queue", "timeout_s")
+    for name in limits:
+        if getattr(args, name) <= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    serve(args.run_dir, host=args.host, port=args.port, plugins=plugins, max_batch_size=args.max_batch_size,
+          max_wait_ms=args.max_wait_ms, micro_batching=args.micro_batching, max_body_bytes=args.max_body_bytes,
+          backend=args.backend, precision=args.precision, **{k: getattr(args, k) for k in limits[1:]})
+    return 0
+
+
+@hookimpl
+def register_commands(register):
+    register("serve", help="serve a run over HTTP (JSON API; needs tunesmith[serve])",
+             arguments=_arguments, run=_run)

@@ -20,7 +20,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from .errors import DataError, TunesmithError
+from ..errors import DataError, TunesmithError
 
 PARITY_ROWS = 200
 SCORE_ATOL = 1e-4            # float exports: every label equal, scores within this
@@ -45,7 +45,7 @@ def kind_of(task) -> str | None:
 
 def validation_rows(predictor, path=None, limit: int = PARITY_ROWS) -> tuple[list, str]:
     """Up to ``limit`` rows of the run's validation file (or ``path``), checked by the task."""
-    from . import data
+    from .. import data
 
     path = path or (predictor.manifest.get("config", {}).get("data", {}) or {}).get("validation")
     if not path or not Path(path).is_file():

@@ -1,0 +1,1 @@
+"""tunesmith apps: commands built on the core (serve, export, compare, tune), each a plugin."""
