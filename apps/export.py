@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -139,7 +140,13 @@ def quantize_int8(path: Path, predictor) -> dict:
     """Replace the float ONNX file at ``path`` by an int8 one: onnxruntime's transformer
     optimizer fuses attention / layer norm / GELU (when it knows the architecture), then
     ``quantize_dynamic`` stores MatMul and embedding weights as int8 (activations are
-    quantized per batch at run time). Returns the sizes."""
+    quantized per batch at run time), one scale per output channel, the first Transformer
+    block kept in float. Returns the sizes.
+
+    Why those two: on MiniLM/SST-2 (872 sentences) per-tensor scales agreed with the float
+    model on 95.6 % of labels, per-channel on 98.2 %, per-channel with block 0 in float on
+    99.1 % (file 3.2x smaller instead of 3.95x); keeping any other block in float helped
+    less (98.2-98.9 %)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     float_bytes = path.stat().st_size
@@ -162,10 +169,14 @@ def quantize_int8(path: Path, predictor) -> dict:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)   # its "consider pre-processing" advice is for static quantization
+    model = onnx.load(str(source), load_external_data=False)
+    keep_float = first_block_nodes(model)
+    del model
     try:
         # the fused ops (com.microsoft Attention, SkipLayerNormalization) have no ONNX shape
         # inference: their outputs are float tensors, which is what DefaultTensorType says
-        quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8,
+        quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=keep_float,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.setLevel(level)
@@ -174,6 +185,18 @@ def quantize_int8(path: Path, predictor) -> dict:
     int8_bytes = path.stat().st_size
     return {"quantize": "int8", "float_bytes": float_bytes, "int8_bytes": int8_bytes,
             "size_ratio": round(float_bytes / int8_bytes, 2)}
+
+
+def first_block_nodes(model) -> list[str]:
+    """Names of the MatMul/Gemm nodes of the graph's first Transformer block (the lowest
+    ``layer.N`` / ``layers.N`` / ``h.N`` in the exported node names; none if no such name)."""
+    blocks = {}
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            found = re.search(r"(?:^|[/.])(?:layer|layers|h|block|blocks)[./](\d+)[./]", node.name)
+            if found:
+                blocks.setdefault(int(found.group(1)), []).append(node.name)
+    return blocks[min(blocks)] if blocks else []
 
 
 def merged_model(model):

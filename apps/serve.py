@@ -65,18 +65,30 @@ class Batcher:
         self.cancelled = 0        # queued jobs dropped because their client went away / timed out
         self.busy_since = None    # monotonic start of the batch now running (None: idle)
         self.on_batch = None      # optional callback(n_inputs, seconds) for metrics
+        self.seconds_per_input = None   # moving average over batches: the queue's expected drain rate
+        self.running_inputs = 0
         self._thread = threading.Thread(target=self._run, name="tunesmith-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, inputs: list, done, tokens: int = 0) -> Job:
+    def submit(self, inputs: list, done, tokens: int = 0, budget_s: float | None = None) -> Job:
         """Queue ``inputs``; ``done(answers, truncated, error)`` is called from the worker.
-        Raises QueueFull when the queue already holds ``max_queue`` inputs."""
+        Raises QueueFull when the queue already holds ``max_queue`` inputs, or when the work
+        ahead would take longer than ``budget_s`` (the request's time left): such a request
+        would only time out, so it is refused at once (503) while its client can retry."""
         job = Job(inputs, done, tokens)
         with self._cond:
             if self._closing:
                 raise QueueFull("shutting down")
             if self.pending_inputs and self.pending_inputs + len(inputs) > self.max_queue:
                 raise QueueFull(f"{self.pending_inputs} inputs are waiting (limit {self.max_queue})")
+            spi = self.seconds_per_input
+            if budget_s is not None and spi is not None:
+                # what is left of the batch now running, plus everything queued, plus this request
+                running = max(0.0, self.running_inputs * spi - self.stalled_for())
+                ahead = running + (self.pending_inputs + len(inputs)) * spi
+                if ahead > budget_s:
+                    raise QueueFull(f"about {ahead:.1f} s of queued work, more than the {max(budget_s, 0):.1f} s "
+                                    "left of this request's timeout")
             self._jobs.append(job)
             self.pending_inputs += len(inputs)
             self._cond.notify()
@@ -163,13 +175,18 @@ class Batcher:
             if first is None:
                 return
             jobs = self._collect(first)
+            self.running_inputs = sum(len(j.inputs) for j in jobs)
             self.busy_since = started = time.monotonic()
             try:
                 results = self._predict(jobs)
                 self.batches += 1
                 self.requests += len(jobs)
+                n, secs = sum(len(j.inputs) for j in jobs), time.monotonic() - started
+                spi = secs / max(n, 1)
+                self.seconds_per_input = spi if self.seconds_per_input is None else \
+                    0.8 * self.seconds_per_input + 0.2 * spi
                 if self.on_batch is not None:
-                    self.on_batch(sum(len(j.inputs) for j in jobs), time.monotonic() - started)
+                    self.on_batch(n, secs)
                 for job, (answers, truncated, error) in zip(jobs, results):
                     job.done(answers, truncated, error)
             finally:   # busy until every waiting request has its answer
@@ -377,7 +394,7 @@ def create_app(predictor, max_batch_size: int = 32, max_wait_ms: float = 5.0,
             loop.call_soon_threadsafe(settle)
 
         try:
-            job = batcher_box["b"].submit(inputs, done, tokens)
+            job = batcher_box["b"].submit(inputs, done, tokens, budget_s=started + timeout_s - time.monotonic())
         except QueueFull as exc:
             fail(503, f"server busy: {exc}; retry later", {"Retry-After": "1"})
         deadline = started + timeout_s

@@ -238,3 +238,34 @@ def test_busy_port_is_one_error_line(tmp_path):
     line = proc.stderr.strip()
     assert line.startswith(f"tunesmith: error: cannot listen on {HOST}:{port}") and "\n" not in line
     assert "serving" not in proc.stderr
+
+
+class _SlowPredictor:
+    """0.02 s per input: a drain rate the batcher can learn."""
+
+    def predict(self, inputs, batch_size):
+        time.sleep(0.02 * len(inputs))
+        return [{"label": "x"} for _ in inputs]
+
+    def truncated(self, inputs):
+        return None
+
+
+def test_work_that_would_outlast_the_timeout_is_refused_at_once():
+    from tunesmith.apps.serve import Batcher, QueueFull
+
+    batcher = Batcher(_SlowPredictor(), max_batch_size=4, max_wait_ms=1, max_queue=1000)
+    try:
+        answered = threading.Event()
+        batcher.submit(["a", "b", "c", "d"], lambda *_: answered.set())
+        assert answered.wait(10) and batcher.seconds_per_input > 0.01   # learnt from one batch
+        release = block_worker(batcher)
+        try:
+            batcher.submit(["q"] * 40, lambda *_: None, budget_s=30)   # ~1 s ahead: fits 30 s
+            with pytest.raises(QueueFull, match="queued work"):
+                batcher.submit(["late"], lambda *_: None, budget_s=0.5)
+            batcher.submit(["patient"], lambda *_: None)   # no budget given: only max_queue applies
+        finally:
+            release.set()
+    finally:
+        batcher.close()
