@@ -342,10 +342,6 @@ def apply_overrides(data: dict, overrides) -> dict:
     return data
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
 def coerce(value: Any, tp, where: str, problems: list[str]) -> Any:
     """Convert a YAML/CLI value to ``tp`` or record a problem; returns the value."""
     origin = typing.get_origin(tp)
