@@ -273,33 +273,30 @@ def main(argv=None) -> int:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _global_options(early)
     known = early.parse_known_args(argv)[0]
-    debug = known.debug
     try:
         return _main(argv, known)
-    except TrainingInterrupted as exc:
-        if debug:
-            raise
-        print(f"tunesmith: stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except TunesmithError as exc:
-        if debug:
-            raise
-        print(f"tunesmith: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        if debug:
+    except Exception as exc:
+        if known.debug:
             raise
-        print("tunesmith: error: out of memory (try a smaller training.batch_size)", file=sys.stderr)
-        return 2
-    except Exception as exc:   # a bug, not a user mistake: say so, and keep it visible
-        if debug:
-            raise
-        print(f"tunesmith: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
-        return 1
+        message, code = _failure(exc)
+        print(f"tunesmith: {message}", file=sys.stderr)
+        return code
+
+
+def _failure(exc: Exception) -> tuple[str, int]:
+    """The one line a user sees for an exception, and the exit code."""
+    if isinstance(exc, TrainingInterrupted):
+        return f"stopped: {exc}", exc.exit_code
+    if isinstance(exc, TunesmithError):   # the user's mistake
+        return f"error: {_one_line(exc)}", 2
+    if isinstance(exc, MemoryError):
+        return "error: out of memory (try a smaller training.batch_size)", 2
+    # a bug, not a user mistake: say so, and keep it visible
+    return (f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(rerun with --debug for the traceback, and please report it)"), 1
 
 
 def _main(argv, early) -> int:
