@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import ConfigError, RunDirError
+from ..util import split_list
 
 RUNS = "runs"
 
@@ -140,8 +141,7 @@ def _child(argv) -> int:
     from ..manager import load_plugins
     from ..runner import main_metric, train
 
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    plugins = load_plugins(disable=split(args.disable_plugins), allow=split(args.allow_plugins))
+    plugins = load_plugins(disable=split_list(args.disable_plugins), allow=split_list(args.allow_plugins))
     seen: dict = {}
 
     class Capture:   # sees the Trainer through the public hook, like any plugin would
@@ -298,7 +298,7 @@ def _arguments(c) -> None:
 
 
 def _run(args, plugins) -> int:
-    strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+    strategies = split_list(args.strategies)
     plugin_args = [f"--disable-plugins={args.disable_plugins}", f"--plugins={args.allow_plugins}"]
     result = compare(args.config, strategies, args.overrides, args.output, plugins=plugins,
                      overwrite=args.overwrite, plugin_args=plugin_args,

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import RunDirError, TunesmithError
+from ..util import atomic_dir
 
 ATOL = 1e-4
 FORMATS = ("hf", "onnx")
@@ -69,8 +68,7 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
         raise ExportError(MEAN_POOLING_REFUSAL)
     rows, _ = parity.validation_rows(predictor, parity_data)   # fail early if they are missing
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    with atomic_dir(out) as tmp:
         tokenizer = predictor.tokenizer
         max_length = getattr(predictor.options, "max_length", None)
         if max_length:
@@ -92,13 +90,6 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
         (tmp / PARITY).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         summary["parity"] = {k: report[k] for k in ("rows", "label_agreement", "max_score_diff", "passed")}
         (tmp / "README.md").write_text(model_card(predictor, format, quantize), encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["out"] = str(out)
     summary["files"] = sorted(p.name for p in out.iterdir())
     return summary

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..config import apply_overrides, load_config, read_file
 from ..errors import ConfigError, RunDirError, TrainingInterrupted, TunesmithError
+from ..util import atomic_file
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
@@ -610,9 +611,8 @@ def write_reports(study, info: dict) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 _SAID: set = set()
@@ -653,9 +653,8 @@ def plots(study, out: Path) -> None:
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(8, 5)
             fig.tight_layout()
-            tmp = out / f".{name}.{os.getpid()}.png"
-            fig.savefig(tmp, dpi=100)
-            os.replace(tmp, out / name)
+            with atomic_file(out / name, "wb") as f:
+                fig.savefig(f, dpi=100, format="png")
             plt.close(fig)
 
 

@@ -9,15 +9,15 @@ transformers is imported inside functions (``tunesmith --help`` stays light).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+from .util import atomic_file, is_main_process, sha256_file
 
 MARKER = "tunesmith-checkpoint.json"
 CHECKPOINTS = "checkpoints"
@@ -84,14 +84,11 @@ def make_callback(save_steps: int | None, stop: dict):
             return control
 
         def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
+            if is_main_process():
                 ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if ckpt.is_dir():
-                    marker = ckpt / MARKER
-                    tmp = ckpt / (MARKER + ".tmp")
-                    tmp.write_text(json.dumps({"global_step": state.global_step,
-                                               "epoch": state.epoch}) + "\n", encoding="utf-8")
-                    os.replace(tmp, marker)
+                    with atomic_file(ckpt / MARKER) as f:
+                        f.write(json.dumps({"global_step": state.global_step, "epoch": state.epoch}) + "\n")
             return control
 
     return TunesmithCheckpoints()
@@ -134,12 +131,5 @@ def weights_sha256(model_path: str) -> dict:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
     key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     if key not in _HASHES:
-        out = {}
-        for p in files:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out[str(p.relative_to(root))] = h.hexdigest()
-        _HASHES[key] = out
+        _HASHES[key] = {str(p.relative_to(root)): sha256_file(p) for p in files}
     return _HASHES[key]

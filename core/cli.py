@@ -10,8 +10,10 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 
 from .errors import DataError, PluginError, TrainingInterrupted, TunesmithError
+from .util import atomic_file, split_list
 
 
 PRECISION_HELP = ("numeric precision of the model: auto (bf16 where the hardware runs it natively), "
@@ -107,8 +109,7 @@ def _version() -> str:
 def _plugins(args):
     from .manager import load_plugins
 
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    return load_plugins(disable=split(args.disable_plugins), allow=split(args.allow_plugins))
+    return load_plugins(disable=split_list(args.disable_plugins), allow=split_list(args.allow_plugins))
 
 
 def cmd_train(args, plugins) -> int:
@@ -134,24 +135,12 @@ def cmd_evaluate(args, plugins) -> int:
 
 
 def cmd_predict(args, plugins) -> int:
-    import tempfile
-
-    from .predictor import Predictor, predict_stream
+    from .predictor import Predictor, check_precision, predict_stream
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    from .predictor import check_precision
-    from .rundir import read_manifest
-
     check_precision(args.precision)
-    if args.backend == "torch":
-        read_manifest(args.run_dir)   # a wrong run dir is reported before the input is read
-    else:
-        from pathlib import Path
-
-        from .predictor import _export_manifest
-
-        _export_manifest(Path(args.run_dir))
+    _check_model_folder(args)
     name = "<stdin>" if args.input == "-" else args.input
     # bytes: predict_stream decodes each line, so a non-UTF-8 byte is an error naming its line
     src = sys.stdin.buffer if args.input == "-" else _open(args.input)
@@ -163,37 +152,17 @@ def cmd_predict(args, plugins) -> int:
         from .runner import quiet_libraries
 
         quiet_libraries()
-    predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision,
-                          backend=args.backend)
-    tmp = None
-    if args.output == "-":
-        out = sys.stdout
-    else:
-        # write beside the target and rename at the end: a bad row leaves no partial file
-        folder = os.path.dirname(os.path.abspath(args.output))
-        if os.path.isdir(args.output):
-            raise DataError("is a directory; give a file name for --output", file=args.output)
-        if not os.path.isdir(folder):
-            raise DataError("output folder does not exist", file=args.output)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(args.output)}.")
-        out = os.fdopen(fd, "w", encoding="utf-8")
+    predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision, backend=args.backend)
     progress = _progress(total, args.quiet)
     try:
-        stats = predict_stream(predictor, src, name,
-                               lambda r: out.write(_json_line(r, name) + "\n"),
-                               batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
-                               progress=progress)
-        out.flush()
-        if tmp:
-            out.close()
-            os.replace(tmp, args.output)
-            tmp = None
+        with _output(args.output) as out:
+            stats = predict_stream(predictor, src, name, lambda r: out.write(_json_line(r, name) + "\n"),
+                                   batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
+                                   progress=progress)
+            out.flush()
     finally:
         if progress is not None:
             progress.close()
-        if tmp:
-            out.close()
-            os.unlink(tmp)
         if src is not sys.stdin.buffer:
             src.close()
     if stats["skipped"]:
@@ -201,6 +170,35 @@ def cmd_predict(args, plugins) -> int:
         print(f"tunesmith: skipped {stats['skipped']} bad row(s) of {name} (line {lines}); "
               f"predicted {stats['rows']}", file=sys.stderr)
     return 0
+
+
+def _check_model_folder(args) -> None:
+    """A wrong run directory (or export) is reported before the input is read."""
+    if args.backend == "torch":
+        from .rundir import read_manifest
+
+        read_manifest(args.run_dir)
+    else:
+        from pathlib import Path
+
+        from .predictor import _export_manifest
+
+        _export_manifest(Path(args.run_dir))
+
+
+@contextmanager
+def _output(path: str):
+    """Standard output, or a file written beside its target and renamed at the end, so
+    that a bad row leaves no partial file."""
+    if path == "-":
+        yield sys.stdout
+        return
+    if os.path.isdir(path):
+        raise DataError("is a directory; give a file name for --output", file=path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise DataError("output folder does not exist", file=path)
+    with atomic_file(path) as f:
+        yield f
 
 
 def _progress(total, quiet):
@@ -275,33 +273,30 @@ def main(argv=None) -> int:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _global_options(early)
     known = early.parse_known_args(argv)[0]
-    debug = known.debug
     try:
         return _main(argv, known)
-    except TrainingInterrupted as exc:
-        if debug:
-            raise
-        print(f"tunesmith: stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except TunesmithError as exc:
-        if debug:
-            raise
-        print(f"tunesmith: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        if debug:
+    except Exception as exc:
+        if known.debug:
             raise
-        print("tunesmith: error: out of memory (try a smaller training.batch_size)", file=sys.stderr)
-        return 2
-    except Exception as exc:   # a bug, not a user mistake: say so, and keep it visible
-        if debug:
-            raise
-        print(f"tunesmith: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
-        return 1
+        message, code = _failure(exc)
+        print(f"tunesmith: {message}", file=sys.stderr)
+        return code
+
+
+def _failure(exc: Exception) -> tuple[str, int]:
+    """The one line a user sees for an exception, and the exit code."""
+    if isinstance(exc, TrainingInterrupted):
+        return f"stopped: {exc}", exc.exit_code
+    if isinstance(exc, TunesmithError):   # the user's mistake
+        return f"error: {_one_line(exc)}", 2
+    if isinstance(exc, MemoryError):
+        return "error: out of memory (try a smaller training.batch_size)", 2
+    # a bug, not a user mistake: say so, and keep it visible
+    return (f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(rerun with --debug for the traceback, and please report it)"), 1
 
 
 def _main(argv, early) -> int:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .data import describe, hub_hint   # cheap: data.py imports datasets only inside functions
 from .errors import ConfigError, TunesmithError, UnknownNameError, did_you_mean
+from .util import split_list
 
 
 def _help(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
@@ -154,7 +156,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "model": self.model, "output_dir": self.output_dir,
-               "data": {**{k: _describe(getattr(self.data, k)) for k in SPLITS},
+               "data": {**{k: describe(getattr(self.data, k)) for k in SPLITS},
                         **({"streaming": True} if self.data.streaming else {}),
                         **(dataclasses.asdict(self.task_options)
                                                    if self.task_options is not None else self.data.options)},
@@ -165,12 +167,6 @@ class RunConfig:
                "generation": dataclasses.asdict(self.generation),
                "trust_remote_code": self.trust_remote_code}
         return out
-
-
-def _describe(spec):
-    from .data import describe   # cheap: data.py imports datasets only inside functions
-
-    return describe(spec)
 
 
 # --------------------------------------------------------------------------- loading
@@ -346,10 +342,6 @@ def apply_overrides(data: dict, overrides) -> dict:
     return data
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
 def coerce(value: Any, tp, where: str, problems: list[str]) -> Any:
     """Convert a YAML/CLI value to ``tp`` or record a problem; returns the value."""
     origin = typing.get_origin(tp)
@@ -399,7 +391,7 @@ def coerce(value: Any, tp, where: str, problems: list[str]) -> Any:
     if origin is list or tp is list:
         (inner,) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):   # "a,b" from the command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = split_list(value)
         if not isinstance(value, list):
             problems.append(f"{where} must be a list, got {value!r}")
             return value
@@ -492,7 +484,7 @@ def parse(data: Mapping, problems: list[str]) -> RunConfig:
         spec = getattr(cfg.data, key)
         if isinstance(spec, str) and not spec.startswith("hub:") and "://" not in spec \
                 and not _is_glob(spec) and not os.path.lexists(spec):
-            problems.append(f"data.{key}: file not found: {spec!r}{_hub_hint(spec)}")
+            problems.append(f"data.{key}: file not found: {spec!r}{hub_hint(spec)}")
         elif isinstance(spec, str) and os.path.lexists(spec):
             setattr(cfg.data, key, os.path.abspath(spec))   # so --resume works from any directory
         elif spec is not None and not isinstance(spec, str) and type(spec) is not dict and \
@@ -581,13 +573,6 @@ def apply_task_defaults(data: dict, registry) -> None:
 def _missing(spec) -> bool:
     """Unset or empty; by type, not truthiness (a DataFrame has none)."""
     return spec is None or (isinstance(spec, str) and not spec)
-
-
-def _hub_hint(spec: str) -> str:
-    parts = spec.split("/")
-    if len(parts) == 2 and all(parts) and not os.path.splitext(spec)[1]:
-        return f" (for a dataset on the Hugging Face Hub write hub:{spec})"
-    return ""
 
 
 def _take_objects(source: Mapping, data=None) -> tuple[dict, dict]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import DataError, RowError
+from .errors import DataError, RowError, first_line
+from .util import sha256_file
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet", ".arrow": "arrow"}
@@ -29,14 +29,6 @@ CHECK_BATCH = 10_000        # rows per batch handed to a task's check_batch
 STREAM_BATCH = 1_000        # rows a stream is checked and encoded in at a time
 MAX_DEPTH = 1_000           # JSON nesting beyond this is read by Python, not pyarrow (see load_split)
 OPENERS, CLOSERS = (ord("["), ord("{")), (ord("]"), ord("}"))
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- splits
@@ -199,7 +191,7 @@ def load_split(spec, name: str, *, streaming: bool = False) -> Split:
         try:
             loaded = datasets.load_from_disk(spec)
         except Exception as exc:
-            raise DataError(f"cannot load the save_to_disk folder: {_first_line(exc)}", file=spec) from None
+            raise DataError(f"cannot load the save_to_disk folder: {first_line(exc)}", file=spec) from None
         split = _from_object(loaded, name, streaming, where=spec)
         split.record = {"path": os.path.abspath(spec), "fingerprint": getattr(split.dataset, "_fingerprint", None)}
         return split
@@ -221,7 +213,7 @@ def load_split(spec, name: str, *, streaming: bool = False) -> Split:
         kwargs.update(sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
     split = Split(name, None, spec, files, builder,
                   {"path": [os.path.abspath(f) for f in files] if len(files) > 1 else os.path.abspath(files[0]),
-                   "sha256": [sha256(f) for f in files] if len(files) > 1 else sha256(files[0])})
+                   "sha256": [sha256_file(f) for f in files] if len(files) > 1 else sha256_file(files[0])})
     if all(os.path.getsize(f) == 0 for f in files):
         raise DataError("no rows (the file is empty)", file=spec)
     if builder == "json" and any(_bracket_depth(f) > MAX_DEPTH for f in files):
@@ -237,7 +229,7 @@ def load_split(spec, name: str, *, streaming: bool = False) -> Split:
                                                   streaming=streaming, **kwargs)
     except Exception as exc:   # Arrow could not read it: find the first broken line ourselves
         if builder not in ("json", "csv"):
-            raise DataError(f"cannot read: {_first_line(exc)}", file=spec) from None
+            raise DataError(f"cannot read: {first_line(exc)}", file=spec) from None
         for f in files:
             diagnose(f, builder, kwargs.get("sep", ","))
         # every line parses (e.g. mixed types next to blank lines, which the pandas fallback of
@@ -292,7 +284,7 @@ def _from_raw_rows(files: list, builder: str, sep: str, streaming: bool):
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"cannot read: {_first_line(exc)}", file=files[0]) from None
+        raise DataError(f"cannot read: {first_line(exc)}", file=files[0]) from None
 
 
 class _datasets_silent:
@@ -319,11 +311,12 @@ def _expand(spec: str) -> list[str]:
     if os.path.islink(spec) and not os.path.exists(spec):
         raise DataError("a broken or looping symbolic link", file=spec)
     if not os.path.exists(spec):
-        raise DataError(f"file not found{_hub_hint(spec)}", file=spec)
+        raise DataError(f"file not found{hub_hint(spec)}", file=spec)
     return [spec]
 
 
-def _hub_hint(spec: str) -> str:
+def hub_hint(spec: str) -> str:
+    """A hint for a missing "owner/name" file: perhaps a hub dataset was meant."""
     parts = spec.split("/")
     if len(parts) == 2 and all(parts) and not _suffix(spec):
         return f" (for a dataset on the Hugging Face Hub write hub:{spec})"
@@ -371,14 +364,9 @@ def _from_hub(ref: dict, name: str, streaming: bool) -> Split:
     try:
         ds = datasets.load_dataset(path, split=ref.get("split", name), streaming=streaming, **kwargs)
     except Exception as exc:
-        raise DataError(f"cannot load the hub dataset: {_first_line(exc)}", file=where) from None
+        raise DataError(f"cannot load the hub dataset: {first_line(exc)}", file=where) from None
     return Split(name, ds, where, record={"hub": path, **kwargs, "split": ref.get("split", name),
                                           "fingerprint": getattr(ds, "_fingerprint", None)})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 # --------------------------------------------------------------------------- diagnosis

@@ -17,6 +17,11 @@ def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
     return f"{text[:head]} [... {len(text) - head - tail:,} characters cut ...] {text[-tail:]}"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 class TunesmithError(Exception):
     """Base class: a problem in the user's input, configuration or plugins."""
 

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import checkpoints, rundir
-from .errors import ConfigError, RunDirError, TrainingInterrupted, TunesmithError
+from .errors import ConfigError, RunDirError, TrainingInterrupted, TunesmithError, first_line
+from .util import split_list
 
 
 class TrainingDiverged(TunesmithError):
@@ -81,7 +82,7 @@ def training_arguments(run, quiet: bool):
         greater_is_better=task.greater_is_better,
         logging_steps=t.logging_steps,
         logging_strategy="steps",
-        report_to=[] if t.report_to in ("none", "") else [s.strip() for s in t.report_to.split(",")],
+        report_to=[] if t.report_to == "none" else split_list(t.report_to),
         # a stream has no length to group by
         train_sampling_strategy="group_by_length" if t.group_by_length and not streaming else "random",
         batch_eval_metrics=True,
@@ -99,15 +100,12 @@ def training_arguments(run, quiet: bool):
     try:   # training.trainer_args: any TrainingArguments (deepspeed, fsdp, bf16, ...) passes through
         args = TrainingArguments(**{**args, **t.trainer_args})
     except (TypeError, ValueError, OverflowError, ImportError) as exc:
-        raise ConfigError([f"training.trainer_args: {_first_line(exc)}"], source=cfg.source) from None
-    used = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-    if run.precision and used != run.precision["used"]:   # trainer_args' own bf16/fp16 decided
-        run.precision = {**run.precision, "used": used, "why": "training.trainer_args"}
+        raise ConfigError([f"training.trainer_args: {first_line(exc)}"], source=cfg.source) from None
     try:   # the Trainer makes these callbacks; an unknown or uninstalled one fails there, so here
         for callback in get_reporting_integration_callbacks(args.report_to):
             callback()
     except (ValueError, RuntimeError, ImportError) as exc:
-        raise ConfigError([f"training.report_to={t.report_to!r}: {_first_line(exc)}"],
+        raise ConfigError([f"training.report_to={t.report_to!r}: {first_line(exc)}"],
                           source=cfg.source) from None
     return args
 
@@ -171,10 +169,6 @@ def check_positions(run, model, datasets) -> None:
                        f"{run.config.model!r} has {limit:,} positions; set "
                        f"{' and '.join(f'data.{k}' for k in names) or 'a maximum length'} to at most {limit:,}"],
                       source=run.config.source)
-
-
-def _first_line(exc) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # ----------------------------------------------------------------- the run directory

@@ -8,8 +8,8 @@ task options and state, and train/eval. No Python pass over the rows. ``Dataset.
 writes the file (atomically: a temporary file renamed into place) and loads it
 memory-mapped on a hit.
 
-Location: ``$TUNESMITH_CACHE/preprocessed`` (``TUNESMITH_CACHE`` defaults to
-``~/.cache/tunesmith``); ``TUNESMITH_CACHE=off`` disables every tunesmith cache.
+Location: ``preprocessed/`` under the cache root (:func:`tunesmith.util.cache_root`:
+``$TUNESMITH_CACHE``, default ``~/.cache/tunesmith``); ``TUNESMITH_CACHE=off`` turns it off.
 """
 
 from __future__ import annotations
@@ -17,20 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from .util import cache_root
+
 FORMAT = 2   # bump when the cached layout changes
-
-
-def cache_root() -> Path | None:
-    """tunesmith's cache folder, or None when ``TUNESMITH_CACHE=off``."""
-    value = os.environ.get("TUNESMITH_CACHE", "")
-    if value.lower() in ("off", "0", "false", "none"):
-        return None
-    if value:
-        return Path(value)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"
 
 
 def _options(options) -> object:
@@ -77,7 +68,7 @@ def key(task, dataset, tokenizer, state, options, train: bool) -> str | None:
 
 def cache_file(digest: str) -> Path | None:
     """Where the encoded split of ``digest`` lives, or None when caching is off."""
-    root = cache_root()
+    root = cache_root(optional=True)
     if root is None:
         return None
     folder = root / "preprocessed" / digest[:2]

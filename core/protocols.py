@@ -59,6 +59,27 @@ class Strategy(Protocol):
     def apply(self, model: Any, task: Task, options: Any) -> Any:
         """Freeze parameters or wrap the model (e.g. with peft); return the model to train."""
 
+    # optional, default absent (the Trainer trains the model on the task's data as built):
+    #   swap_for_training(model, datasets, collator, run) -> TrainingSwap | None
+    # may hand the Trainer something else to train (frozen: the head on cached features)
+
+
+class TrainingSwap(Protocol):
+    """What a strategy's ``swap_for_training`` returns: the Trainer trains ``model`` on
+    ``datasets`` ("train", "validation") with ``collator``, evaluates the test split
+    through ``encode``, and saves and returns what ``restore()`` gives back."""
+
+    model: Any
+    datasets: dict
+    collator: Any
+    seconds: float   # spent preparing (e.g. computing features), counted into train_runtime_s
+
+    def encode(self, dataset: Any) -> Any:
+        """Another encoded split (the test set) in the form ``model`` takes."""
+
+    def restore(self) -> Any:
+        """The model to save: the one ``apply`` returned, holding the trained weights."""
+
 
 @runtime_checkable
 class ModelSource(Protocol):

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import socket
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 from .checkpoints import weights_sha256
 from .data import describe
 from .errors import RunDirError
+from .util import atomic_dir, atomic_file
 
 MANIFEST, METRICS, MODEL, CARD, CURVES = "tunesmith.json", "metrics.json", "model", "README.md", "curves.png"
 LIBRARIES = ("tunesmith", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "pluggy")
@@ -34,22 +33,9 @@ def _version(dist: str) -> str | None:
 
 def write_json(path: Path, data) -> None:
     """Write JSON atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; keep the user's usual permissions
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str, allow_nan=False)   # NaN is not JSON
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_file(path) as f:
+        json.dump(data, f, indent=2, default=str, allow_nan=False)   # NaN is not JSON
+        f.write("\n")
 
 
 def read_manifest(run_dir) -> dict:
@@ -153,17 +139,11 @@ def history(log_history: list) -> list:
 def save(run, model, tokenizer, result) -> None:
     """Write model/, metrics.json, README.md, curves.png and the final manifest."""
     run_dir = run.run_dir
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".model-"))
-    os.chmod(tmp, 0o777 & ~_umask())
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        final = run_dir / MODEL
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_dir(run_dir / MODEL) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise RunDirError(f"cannot save the model into {str(run_dir)!r}: {exc}") from None
     metrics = {"eval": result.metrics, "history": result.history,
                "trainable_parameters": result.trainable_parameters,

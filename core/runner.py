@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, featurecache, lifecycle, precision, prepcache, rundir
+from . import checkpoints, data, lifecycle, precision, prepcache, rundir
 from .config import RunConfig, load_config
-from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
+from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted, first_line
 from .manager import Plugins, load_plugins
+from .util import is_main_process
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """Everything about a run in progress; handed to ``configure_trainer``/``on_run_end``."""
+    """Everything about a run in progress; handed to ``configure_trainer``/``on_run_end``.
+    Built once, complete, by :func:`prepare`, and not changed afterwards."""
 
     config: RunConfig
     task: Any
@@ -102,8 +104,9 @@ def load_data(task, cfg: RunConfig) -> tuple[dict, dict[str, data.Split]]:
 
 
 def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: bool = False,
-            resume: bool = False, data_splits=None):
-    """Validate config, plugins, data and model reference; nothing is written."""
+            resume: bool = False, data_splits=None) -> Run:
+    """Validate config, plugins, data and model reference; the :class:`Run`, built here
+    once and complete. Nothing is written."""
     plugins = plugins or load_plugins()
     if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
         if not resume:
@@ -114,8 +117,24 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     cfg = load_config(config, overrides, registry=plugins.registry, data=data_splits)
     task = plugins.registry.task(cfg.task)
     strategy = plugins.registry.strategy(cfg.strategy.name)
-    run_dir, replace = Path(cfg.output_dir), False
+    run_dir = Path(cfg.output_dir)
     resuming = resume and run_dir.is_dir() and any(run_dir.iterdir())
+    replace = _check_output_dir(cfg, run_dir, overwrite, resume, resuming)
+    state, splits = load_data(task, cfg)
+    if resuming:
+        _check_resumable(run_dir, splits)
+    model_path = plugins.registry.model_source_for(cfg.model).resolve(cfg.model)
+    if replace and not resume and run_dir.exists():
+        rundir.check_replaceable(run_dir, [model_path])   # never the base model's own folder
+    resume_from = checkpoints.latest_valid(run_dir)[0] if resume else None
+    return Run(cfg, task, strategy, plugins, run_dir, model_path=model_path, replace=replace,
+               resumed_from=str(resume_from) if resume_from else None,
+               precision=choose_precision(cfg, task, strategy), state=state, splits=splits)
+
+
+def _check_output_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool, resuming: bool) -> bool:
+    """Whether the existing ``output_dir`` is replaced; raise if it may not be used."""
+    replace = False
     if resuming:
         rundir.read_manifest(run_dir)   # a foreign or corrupt folder fails before any data is read
     # under torchrun/accelerate only rank 0 checks the run dir (no race with itself)
@@ -128,15 +147,7 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
         rundir.check_replaceable(run_dir, [cfg.source, *(s for s in (cfg.data.train, cfg.data.validation,
                                                                      cfg.data.test) if isinstance(s, str))])
     lifecycle.check_creatable(run_dir)
-    run = Run(cfg, task, strategy, plugins, run_dir, replace=replace)
-    run.state, run.splits = load_data(task, cfg)
-    if resuming:
-        _check_resumable(run_dir, run.splits)
-    source = plugins.registry.model_source_for(cfg.model)
-    run.model_path = source.resolve(cfg.model)
-    if run.replace and not resume and run_dir.exists():
-        rundir.check_replaceable(run_dir, [run.model_path])   # never the base model's own folder
-    return run
+    return replace
 
 
 def _check_resumable(run_dir: Path, splits: dict) -> None:
@@ -166,7 +177,7 @@ def load_tokenizer(path: str, cfg_or_trust) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
     except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"cannot load a tokenizer from {path!r}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot load a tokenizer from {path!r}: {first_line(exc)}") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token   # decoder-only LMs ship without a pad token
     return tok
@@ -192,6 +203,18 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
+@dataclass
+class _Job:
+    """What training needs besides the :class:`Run`: built before the run directory exists."""
+
+    tokenizer: Any
+    model: Any                # the model to save; the Trainer trains ``swap.model`` when swapped
+    datasets: dict            # encoded splits: "train", "validation" and maybe "test"
+    collator: Any
+    args: Any                 # transformers.TrainingArguments
+    swap: Any = None          # what the strategy's swap_for_training returned (None: no swap)
+
+
 def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bool = False,
           quiet: bool = False, resume: bool = False, data=None) -> RunResult:
     """Fine-tune a model as ``config`` (path, mapping or RunConfig) says.
@@ -210,105 +233,113 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
 
         datasets.disable_progress_bars()
     run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
-    cfg, task = run.config, run.task
+    job = _build(run, quiet)
+    _start(run, overwrite, resume)
+    # stdout carries the result only: the Trainer's log lines (printed with progress bars
+    # on) and anything a plugin prints while training go to stderr
+    with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
+        trainer, stop = _trainer(run, job, quiet)
+        runtime = _fit(run, trainer, stop, resume) + (job.swap.seconds if job.swap else 0.0)
+        return _finish(run, job, trainer, runtime)
 
+
+def _build(run: Run, quiet: bool) -> _Job:
+    """Tokenizer, model (strategy applied), encoded splits, the last checks, and the
+    strategy's swap: everything that can fail before the run directory is created."""
     import transformers
 
     if quiet:
         quiet_libraries()
-    run.precision = choose_precision(run)
-    transformers.set_seed(cfg.training.seed)
-    tokenizer = load_tokenizer(run.model_path, cfg)
+    transformers.set_seed(run.config.training.seed)
+    tokenizer = load_tokenizer(run.model_path, run.config)
     model = build_model(run, tokenizer)
-    opts = cfg.task_options
-    train_ds = encode_split(run, run.splits["train"], tokenizer, train=True)
-    eval_ds = encode_split(run, run.splits["validation"], tokenizer, train=False)
-    test_ds = encode_split(run, run.splits["test"], tokenizer, train=False) if "test" in run.splits else None
-    # the last checks that can fail without training; after them the run directory exists
-    args = lifecycle.preflight(run, model, [train_ds, eval_ds, test_ds], quiet)
-    collator = task.collator(tokenizer, opts)
-    # frozen backbone: features computed once, the head trains on them (None: normal path)
-    cache = featurecache.setup(run, model, train_ds, eval_ds, collator, cfg.training.eval_batch_size)
-    trainer_model = model
-    if cache is not None:
-        trainer_model, train_ds, eval_ds, collator = cache.model, cache.train, cache.eval, cache.collator
+    encoded = {name: encode_split(run, split, tokenizer, train=name == "train") for name, split in run.splits.items()}
+    args = lifecycle.preflight(run, model, [encoded.get(k) for k in ("train", "validation", "test")], quiet)
+    collator = run.task.collator(tokenizer, run.config.task_options)
+    # e.g. frozen: backbone features computed once, the head trains on them
+    swap_for_training = getattr(run.strategy, "swap_for_training", None)
+    swap = swap_for_training(model, encoded, collator, run) if swap_for_training else None
+    return _Job(tokenizer, model, encoded, collator, args, swap)
 
-    resume_from = None
+
+def _start(run: Run, overwrite: bool, resume: bool) -> None:
+    """Create the run directory (rank 0 only) and say what happens to what was there."""
     if resume:
-        resume_from, broken = checkpoints.latest_valid(run.run_dir)
+        broken = checkpoints.latest_valid(run.run_dir)[1]
         if broken:   # half-written by a crash: never loaded, and out of the rotation's way
             print(f"tunesmith: skipping incomplete checkpoint(s): {', '.join(p.name for p in broken)}",
                   file=sys.stderr)
             if is_main_process():
                 checkpoints.discard(broken)
-        if resume_from is None:
+        if run.resumed_from is None:
             print(f"tunesmith: no complete checkpoint in {str(run.run_dir)!r}; starting from step 0",
                   file=sys.stderr)
-        run.resumed_from = str(resume_from) if resume_from else None
     if is_main_process():   # only rank 0 writes the run dir (torchrun / accelerate launch)
         if run.replace and not overwrite and not resume:
             lifecycle.note(f"replacing the failed run in {str(run.run_dir)!r} (nothing in it to resume)")
         lifecycle.start(run, run.replace, resume)
-    # stdout carries the result only: the Trainer's log lines (printed with progress bars
-    # on) and anything a plugin prints while training go to stderr
-    with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
-        return _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
-                      resume_from, quiet)
 
 
-def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
-           resume_from, quiet) -> RunResult:
-    """Train, evaluate, save: everything that runs while the run directory exists."""
+def _trainer(run: Run, job: _Job, quiet: bool):
+    """The Trainer (the task's class, if it has one) and the dict its stop callback fills."""
     import transformers
     from transformers import EarlyStoppingCallback
 
-    cfg, task, opts, t = run.config, run.task, run.config.task_options, run.config.training
-    extra_metrics = run.plugins.registry.metrics_for(task.name)
-    compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
-    callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
+    task, opts, t = run.task, run.config.task_options, run.config.training
+    compute = _streaming_metrics(lambda: task.metrics(run.state, opts, run.plugins.registry.metrics_for(task.name)))
     stop: dict = {}
+    callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
+    swap = job.swap
     trainer_cls = getattr(task, "trainer_class", None)
     trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
-        model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=collator, processing_class=tokenizer,
+        model=swap.model if swap else job.model, args=job.args,
+        train_dataset=(swap.datasets if swap else job.datasets)["train"],
+        eval_dataset=(swap.datasets if swap else job.datasets)["validation"],
+        data_collator=swap.collator if swap else job.collator, processing_class=job.tokenizer,
         compute_metrics=compute, callbacks=callbacks)
     if quiet:   # with progress bars off the Trainer prints every log dict on stdout instead
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
+    return trainer, stop
 
+
+def _fit(run: Run, trainer, stop: dict, resume: bool) -> float:
+    """Train (from the checkpoint a --resume found); the seconds it took. A graceful stop
+    leaves ``status: interrupted`` and raises TrainingInterrupted."""
     started = time.time()
     try:
         with checkpoints.graceful_stop(stop):
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            trainer.train(resume_from_checkpoint=run.resumed_from)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise RunDirError(f"disk full while writing checkpoints under {str(run.run_dir)!r} ({exc.strerror}); "
                               "free space, then continue with --resume") from None
         raise
-    runtime = time.time() - started + (cache.seconds if cache else 0.0)
     if stop.get("signal"):
         rundir.write_manifest(run, status="interrupted")
         raise TrainingInterrupted(
             f"{stop['signal']}: training stopped at step {stop.get('step')}; checkpoint saved in "
             f"{str(run.run_dir / checkpoints.CHECKPOINTS)!r}; continue with: "
             f"{lifecycle.resume_command(run.run_dir)}")
+    return time.time() - started
+
+
+def _finish(run: Run, job: _Job, trainer, runtime: float) -> RunResult:
+    """Evaluate the best checkpoint (and the test split), save the run directory."""
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
-    if test_ds is not None:
-        test_ds = cache.encode(test_ds) if cache else test_ds
+    if "test" in job.datasets:
+        test_ds = job.swap.encode(job.datasets["test"]) if job.swap else job.datasets["test"]
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
-    trained = cache.unwrap() if cache else trainer.model
-    if cache:   # the Trainer autocast only the cached head: the in-memory model runs as it trained
-        precision.wrap_forward(trained, run.precision["used"], next(trained.parameters()).device.type)
+    trained = job.swap.restore() if job.swap else trainer.model
     trainable, total = count_parameters(trained)
-    result = RunResult(run.run_dir, final, hist, trainable, total,
-                       round(runtime, 3), test, trained, tokenizer)
-    if trainer.is_world_process_zero():   # one writer of the run dir under torchrun/accelerate
-        rundir.save(run, trained, tokenizer, result)
+    result = RunResult(run.run_dir, final, hist, trainable, total, round(runtime, 3), test, trained, job.tokenizer)
+    if is_main_process():   # one writer of the run dir under torchrun/accelerate
+        rundir.save(run, trained, job.tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
 
@@ -321,19 +352,23 @@ def encode_split(run: Run, split: data.Split, tokenizer, train: bool):
                        num_proc=run.config.training.num_proc, cache_key=key)
 
 
-def choose_precision(run: Run) -> dict:
+def choose_precision(cfg: RunConfig, task, strategy) -> dict:
     """``training.precision`` resolved for this machine and run (see tunesmith.precision).
     A strategy or task that loses accuracy in mixed precision says why in its optional
-    ``mixed_precision_unsafe`` attribute; ``auto`` then trains in float32."""
-    cfg = run.config
+    ``mixed_precision_unsafe`` attribute; ``auto`` then trains in float32. ``bf16``/``fp16``
+    in ``training.trainer_args`` decide last, as they do for the Trainer."""
     requested = cfg.training.precision
-    unsafe = getattr(run.strategy, "mixed_precision_unsafe", None) or getattr(run.task, "mixed_precision_unsafe", None)
+    unsafe = getattr(strategy, "mixed_precision_unsafe", None) or getattr(task, "mixed_precision_unsafe", None)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main_process() else (lambda msg: None)
     try:
         used, why = precision.choose(requested, "cuda" if _has_accelerator() else "cpu", unsafe=unsafe,
                                      where="training.precision", say=say)
     except ValueError as exc:
         raise ConfigError([str(exc)], source=cfg.source) from None
+    extra = cfg.training.trainer_args
+    given = "bf16" if extra.get("bf16", used == "bf16") else "fp16" if extra.get("fp16", used == "fp16") else "fp32"
+    if given != used:
+        used, why = given, "training.trainer_args"
     return {"requested": requested, "used": used, "why": why}
 
 
@@ -346,11 +381,6 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch (or a plain single process)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _has_accelerator() -> bool:

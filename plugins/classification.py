@@ -187,7 +187,7 @@ class TextClassification:
             **load_kwargs)
         if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
             model.config.pad_token_id = tokenizer.pad_token_id   # decoder LMs pool on the last non-pad token
-        from tunesmith.pooling import restore_pooling
+        from tunesmith.plugins.frozen.pooling import restore_pooling
 
         return restore_pooling(model)   # a model trained with mean pooling (strategy frozen) keeps it
 
@@ -243,32 +243,25 @@ class TextClassification:
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         import torch
 
-        pairs = [self.input_text(item, options) for item in inputs]
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1] or ""))
+        from tunesmith.util import in_batches
+
         names = state["labels"]
-        results: list = [None] * len(pairs)
         device = next(model.parameters()).device
-        model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                texts = [pairs[i][0] for i in idx]
-                second = [pairs[i][1] for i in idx] if options.text_pair_column else None
-                enc = tokenizer(texts, second, truncation=True, max_length=options.max_length,
-                                padding=True, return_tensors="pt").to(device)
-                logits = model(**enc).logits.float()
-                if state["multi_label"]:
-                    probs = torch.sigmoid(logits)
-                    for row, i in zip(probs.tolist(), idx):
-                        results[i] = {"labels": [n for n, p in zip(names, row) if p >= options.threshold],
-                                      "scores": dict(zip(names, row))}
-                else:
-                    probs = torch.softmax(logits, dim=-1)
-                    best = probs.argmax(dim=-1)
-                    for j, i in enumerate(idx):
-                        k = int(best[j])
-                        results[i] = {"label": names[k], "score": float(probs[j, k])}
-        return results
+
+        def run(pairs):
+            second = [p[1] for p in pairs] if options.text_pair_column else None
+            enc = tokenizer([p[0] for p in pairs], second, truncation=True, max_length=options.max_length,
+                            padding=True, return_tensors="pt").to(device)
+            logits = model(**enc).logits.float()
+            if state["multi_label"]:
+                return [{"labels": [n for n, p in zip(names, row) if p >= options.threshold],
+                         "scores": dict(zip(names, row))} for row in torch.sigmoid(logits).tolist()]
+            probs = torch.softmax(logits, dim=-1)
+            return [{"label": names[int(k)], "score": float(probs[j, k])}
+                    for j, k in enumerate(probs.argmax(dim=-1))]
+
+        pairs = [self.input_text(item, options) for item in inputs]
+        return in_batches(model, pairs, batch_size, run, length=lambda p: len(p[0]) + len(p[1] or ""))
 
 
 class _DropLength:

@@ -19,10 +19,10 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _cache_root() -> Path:
-    from tunesmith.prepcache import cache_root
+    from tunesmith.util import cache_root
 
     # TUNESMITH_CACHE=off turns off the preprocessing cache; a converted model still needs a home
-    return cache_root() or Path(os.path.expanduser("~/.cache")) / "tunesmith"
+    return cache_root(optional=False)
 
 
 def convert_gguf(gguf: Path) -> Path:

@@ -309,39 +309,29 @@ class Seq2SeqTask:
         """Generated text for each source (prompt stripped, special tokens dropped)."""
         import torch
 
+        from tunesmith.util import in_batches
+
         kwargs = self.generate_kwargs(tokenizer, options)
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        out: list = [None] * len(sources)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
-                    texts = [sources[i] for i in idx]
-                    if options.model_family == "decoder-only":
-                        prompts = [self._prompt_ids(tokenizer, t, options) for t in texts]
-                        width = max(map(len, prompts))
-                        pad = tokenizer.pad_token_id
-                        # left padding: every prompt ends where generation starts
-                        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-                        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                                            device=device)
-                        gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
-                    else:
-                        enc = tokenizer([options.prefix + t for t in texts], truncation=True,
-                                        max_length=options.max_source_length, padding=True,
-                                        return_tensors="pt").to(device)
-                        gen = model.generate(input_ids=enc["input_ids"],
-                                             attention_mask=enc["attention_mask"], **kwargs)
-                    decoded = tokenizer.batch_decode(gen, skip_special_tokens=True,
-                                                     clean_up_tokenization_spaces=_wordpiece(tokenizer))
-                    for i, text in zip(idx, decoded):
-                        out[i] = text.strip()
-        finally:
-            model.train(was_training)
-        return out
+
+        def run(texts):
+            if options.model_family == "decoder-only":
+                prompts = [self._prompt_ids(tokenizer, t, options) for t in texts]
+                width = max(map(len, prompts))
+                pad = tokenizer.pad_token_id
+                # left padding: every prompt ends where generation starts
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+                gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
+            else:
+                enc = tokenizer([options.prefix + t for t in texts], truncation=True,
+                                max_length=options.max_source_length, padding=True, return_tensors="pt").to(device)
+                gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+            decoded = tokenizer.batch_decode(gen, skip_special_tokens=True,
+                                             clean_up_tokenization_spaces=_wordpiece(tokenizer))
+            return [text.strip() for text in decoded]
+
+        return in_batches(model, list(sources), batch_size, run)
 
     def gen_len(self, tokenizer, predictions: list[str]) -> float:
         if not predictions:

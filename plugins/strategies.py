@@ -137,7 +137,7 @@ class FrozenOptions:
                 "(exactly equivalent; falls back to the normal path, with a log line, where it cannot apply)."})
 
     def check(self, problems):
-        from tunesmith.pooling import MODES
+        from .frozen.pooling import MODES
 
         if self.pooling not in MODES:
             problems.append(f"strategy.pooling must be one of {', '.join(MODES)}, got {self.pooling!r}")
@@ -151,7 +151,7 @@ class Frozen:
     default_learning_rate = 1e-3
 
     def apply(self, model, task, options):
-        from tunesmith import pooling
+        from .frozen import pooling
 
         if pooling.replaceable_pooler(model) is not None:
             mode, why = pooling.resolve_mode(model, options.pooling)
@@ -169,6 +169,13 @@ class Frozen:
                 if f"{prefix}.{name}" != pooler:
                     _freeze_mode(module)
         return model
+
+    def swap_for_training(self, model, datasets, collator, run):
+        """With ``strategy.cache_features``: the head trains on backbone features computed
+        once (plugins/frozen/featurecache.py); None where that cannot apply."""
+        from .frozen import featurecache
+
+        return featurecache.setup(run, model, datasets, collator)
 
 
 # attention query/value projections under their names in common architectures

@@ -54,3 +54,19 @@ def test_config_reference_lists_every_key():
             if f.init and f.name not in ("data", "strategy", "training", "generation", "source", "options",
                                          "task_options", "strategy_options"):
                 assert f"`{prefix}{f.name}`" in doc, f"docs/configuration.md lacks `{prefix}{f.name}`"
+
+
+def _modules():
+    return sorted(p for d in ("core", "apps", "plugins") for p in (REPO / d).rglob("*.py")
+                  if "testing" not in p.parts and "metrics" not in p.parts)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_module_says_its_purpose_first_and_is_in_the_architecture(path):
+    """Each module opens with a docstring saying what it is for, and docs/architecture.md's
+    layout names it (a package by its folder)."""
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith('"""') and len(first) > 10, f"{path}: the first line is not a docstring: {first!r}"
+    layout = (REPO / "docs" / "architecture.md").read_text().split("## Layout", 1)[1].split("## ", 1)[0]
+    name = f"{path.parent.name}/" if path.name == "__init__.py" and path.parent.name != "core" else path.name
+    assert name in layout, f"docs/architecture.md's layout does not name {name}"

@@ -11,12 +11,9 @@ from sklearn.metrics import accuracy_score
 
 class Accuracy(evaluate.Metric):
     def _info(self):
-        if self.config_name == "multilabel":
-            features = datasets.Features({"predictions": datasets.Sequence(datasets.Value("int32")),
-                                          "references": datasets.Sequence(datasets.Value("int32"))})
-        else:
-            features = datasets.Features({"predictions": datasets.Value("int32"),
-                                          "references": datasets.Value("int32")})
+        label = datasets.Value("int32")   # multi-label: a 0/1 indicator list per row
+        kind = datasets.Sequence(label) if self.config_name == "multilabel" else label
+        features = datasets.Features({"predictions": kind, "references": kind})
         return evaluate.MetricInfo(description="Fraction of rows predicted exactly right (0-1).",
                                    citation="", inputs_description="predictions, references",
                                    features=features)

@@ -7,7 +7,9 @@ those features through the *model's own* head code (pooler dense + activation, d
 classifier, loss for the configured ``problem_type``), with the model's own parameters:
 when training ends, the original model holds the trained head and is saved as usual.
 
-Applies to models whose base model has a :class:`tunesmith.pooling.Pooler` (BERT-style
+The ``frozen`` strategy hands this to the core through its ``swap_for_training`` member:
+the core trains what :class:`Cached` holds and saves what ``restore()`` gives back.
+Applies to models whose base model has a :class:`~.pooling.Pooler` (BERT-style
 classifiers, after ``frozen`` set up its pooling) and whose only trainable parameters
 are the pooler and modules outside the base model. Anything else falls back to the
 normal path, and says why.
@@ -27,20 +29,27 @@ log = logging.getLogger("tunesmith")
 
 @dataclass
 class Cached:
+    """What the Trainer trains instead (a :class:`tunesmith.protocols.TrainingSwap`)."""
+
     model: Any          # the CachedHead the Trainer trains
-    train: Any          # feature datasets
-    eval: Any
+    datasets: dict      # "train", "validation": feature datasets
     collator: Any
     seconds: float      # time spent computing the features
     _extract: Any = None
+    _precision: str = "fp32"
 
     def encode(self, dataset):
         """Features for another encoded split (e.g. the test set)."""
         return self._extract(dataset)
 
-    def unwrap(self):
-        """The original model (sharing the trained head parameters)."""
-        return self.model.model
+    def restore(self):
+        """The original model (sharing the trained head parameters), run as it trained:
+        the Trainer autocast only the cached head."""
+        from tunesmith import precision
+
+        model = self.model.model
+        precision.wrap_forward(model, self._precision, next(model.parameters()).device.type)
+        return model
 
 
 def why_not(model) -> str | None:
@@ -105,39 +114,37 @@ def extract(model, dataset, collator, batch_size: int):
     """A ``datasets.Dataset`` of pooled backbone features (+ labels, length) for ``dataset``."""
     import datasets
     import numpy as np
-    import torch
+
+    from tunesmith.util import in_batches
 
     base = model.base_model
-    pooler = base.pooler
+    # the task's collator gets whole rows (a hand-written one may read every row's labels);
+    # the backbone gets only the model inputs it returns
     inputs = [c for c in dataset.column_names if c not in ("labels", "length")]
+    columns = [c for c in dataset.column_names if c != "length"]
     lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
-    order = sorted(range(len(dataset)), key=lambda i: lengths[i])   # little padding per batch
-    feats = [None] * len(dataset)
-    was_training = base.training
-    base.eval()
     device = next(model.parameters()).device
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = collator([{k: dataset[i][k] for k in inputs} for i in idx])
-                batch = {k: v.to(device) for k, v in batch.items() if k in inputs}
-                hidden = base(**batch).last_hidden_state
-                pooled = pooler.pool(hidden, batch.get("attention_mask")).float().cpu().numpy()
-                for j, i in enumerate(idx):
-                    feats[i] = pooled[j]
-    finally:
-        base.train(was_training)
+
+    def run(idx):
+        batch = collator(dataset.select(idx).select_columns(columns).to_list())
+        batch = {k: v.to(device) for k, v in batch.items() if k in inputs}
+        hidden = base(**batch).last_hidden_state
+        return list(base.pooler.pool(hidden, batch.get("attention_mask")).float().cpu().numpy())
+
+    feats = in_batches(base, list(range(len(dataset))), batch_size, run, length=lambda i: lengths[i])
     columns = {"features": np.stack(feats), "length": list(lengths)}
     if "labels" in dataset.column_names:
         columns["labels"] = dataset["labels"]
     return datasets.Dataset.from_dict(columns).with_format("numpy", columns=list(columns))
 
 
-def setup(run, model, train_ds, eval_ds, collator, batch_size: int) -> Cached | None:
-    """Cached features for a strategy that asks for them (``cache_features``), else None."""
-    if not getattr(run.config.strategy_options, "cache_features", False):
+def setup(run, model, datasets: dict, collator) -> Cached | None:
+    """Cached features when ``strategy.cache_features`` asks for them and the model allows,
+    else None (the normal path, with a log line saying why)."""
+    if not run.config.strategy_options.cache_features:
         return None
+    train_ds, eval_ds = datasets["train"], datasets["validation"]
+    batch_size = run.config.training.eval_batch_size
     reason = why_not(model)
     if reason is None and not hasattr(train_ds, "column_names"):
         reason = "the task's encoded data is not a datasets.Dataset"
@@ -146,9 +153,9 @@ def setup(run, model, train_ds, eval_ds, collator, batch_size: int) -> Cached | 
     if reason:
         log.warning("tunesmith: feature cache not used (%s); the frozen backbone runs in every epoch", reason)
         return None
-    from . import precision
+    from tunesmith import precision
 
-    used = (getattr(run, "precision", None) or {}).get("used", "fp32")
+    used = (run.precision or {}).get("used", "fp32")
     device = next(model.parameters()).device.type
 
     def features(ds):   # the backbone under the run's precision; features are stored as float32
@@ -161,4 +168,5 @@ def setup(run, model, train_ds, eval_ds, collator, batch_size: int) -> Cached | 
     seconds = time.time() - started
     log.warning("tunesmith: feature cache: backbone features for %d + %d examples computed once in %.1f s; "
                 "the head trains on them for every epoch", len(train_f), len(eval_f), seconds)
-    return Cached(_head_class()(model), train_f, eval_f, _FeatureCollator(), seconds, features)
+    return Cached(_head_class()(model), {"train": train_f, "validation": eval_f}, _FeatureCollator(), seconds,
+                  features, used)

@@ -1,15 +1,17 @@
-"""Frozen strategy: pooling the checkpoint was trained for, cached backbone features,
-and the preprocessing cache. Tiny models built from configs (seconds)."""
+"""Frozen strategy: pooling the checkpoint was trained for, cached backbone features
+(plugins/frozen), also for a task from outside tunesmith. Tiny models built from configs."""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 
 import pytest
 
 import tunesmith
+from tunesmith import hookimpl
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def frozen_config(cfg, tmp_path, name, **strategy):
 
 
 def test_trained_pooling_is_read_from_sentence_transformers_config(tiny_st_bert, tiny_bert):
-    from tunesmith.pooling import trained_pooling
+    from tunesmith.plugins.frozen.pooling import trained_pooling
 
     assert trained_pooling(str(tiny_st_bert)) == "mean"
     assert trained_pooling(str(tiny_bert)) is None
@@ -99,60 +101,97 @@ def test_bad_pooling_option_is_a_config_error(tiny_config, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_preprocessing_is_cached_across_runs(tiny_bert, sst2_small, tmp_path, monkeypatch, plugins):
-    from tunesmith import data, prepcache
-    from tunesmith.config import load_config
-    from tunesmith.runner import load_tokenizer
+# ---------------------------------------------------------------- a third-party task
 
-    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
-    cfg = load_config({"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "r"),
-                       "data": {"train": str(sst2_small["train"]), "validation": str(sst2_small["validation"])}},
-                      registry=plugins.registry)
-    task, tok = plugins.registry.task("classification"), load_tokenizer(str(tiny_bert), False)
-    split = data.load_split(str(sst2_small["train"]), "train")
-    state = task.setup(split.dataset, cfg.task_options)
-    calls = []
-    real = task.encode_batch
-    monkeypatch.setattr(task, "encode_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
-
-    def encode(ds, opts):
-        key = prepcache.key(task, ds, tok, state, opts, True)
-        return data.encode(ds, task, tok, state, opts, train=True, cache_key=key)
-
-    first = encode(split.dataset, cfg.task_options)
-    second = encode(split.dataset, cfg.task_options)
-    assert len(calls) == 1 and second.to_dict() == first.to_dict()
-    assert len(list((tmp_path / "cache" / "preprocessed").glob("*/*.arrow"))) == 1
-    again = data.load_split(str(sst2_small["train"]), "train")   # loaded anew: the same fingerprint
-    encode(again.dataset, cfg.task_options)
-    assert len(calls) == 1
-    cfg.task_options.max_length = 8   # a different setting is a different entry
-    short = encode(split.dataset, cfg.task_options)
-    assert len(calls) == 2 and max(short["length"]) == 8
-    encode(split.dataset.select(range(10)), cfg.task_options)   # different data too
-    assert len(calls) == 3
-    monkeypatch.setenv("TUNESMITH_CACHE", "off")
-    encode(split.dataset, cfg.task_options)
-    assert len(calls) == 4
+@dataclass
+class RegressionOptions:
+    max_length: int = 64
 
 
-class _Data:
-    _fingerprint = "0123abcd"
+class Regression:
+    """A task from outside tunesmith: a float per text (the SST-2 labels as 0.0/1.0), MSE
+    loss. Its collator, like most hand-written ones, reads ``labels`` from every row."""
+
+    name = "text-regression-test"
+    aliases = ()
+    options = RegressionOptions
+    main_metric = "mse"
+    greater_is_better = False
+
+    def check_batch(self, batch, options, state=None):
+        for i, (text, label) in enumerate(zip(batch["text"], batch["label"])):
+            if not isinstance(text, str) or not isinstance(label, (int, float)):
+                raise tunesmith.RowError("text", "needs a text and a numeric label", row=i)
+
+    def setup(self, dataset, options):
+        return {}
+
+    def build_model(self, model_path, tokenizer, state, options, load_kwargs):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=1, problem_type="regression", **load_kwargs)
+
+    def encode_batch(self, batch, tokenizer, state, options, train):
+        enc = tokenizer(batch["text"], truncation=True, max_length=options.max_length)
+        return {**enc, "labels": [float(x) for x in batch["label"]],
+                "length": [len(ids) for ids in enc["input_ids"]]}
+
+    def collator(self, tokenizer, options):
+        def collate(rows):
+            import torch
+
+            labels = torch.tensor([r["labels"] for r in rows], dtype=torch.float)   # KeyError without labels
+            batch = tokenizer.pad([{k: r[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in r}
+                                   for r in rows], return_tensors="pt")
+            return {**batch, "labels": labels}
+        return collate
+
+    def metrics(self, state, options, modules):
+        class MSE:
+            def __init__(self):
+                self.total, self.n = 0.0, 0
+
+            def add_batch(self, logits, labels):
+                import numpy as np
+
+                diff = np.asarray(logits).reshape(-1) - np.asarray(labels).reshape(-1)
+                self.total, self.n = self.total + float((diff ** 2).sum()), self.n + diff.size
+
+            def compute(self):
+                return {"mse": self.total / max(self.n, 1)}
+        return MSE()
+
+    def predict(self, model, tokenizer, inputs, state, options, batch_size):
+        import torch
+
+        texts = [x if isinstance(x, str) else x["text"] for x in inputs]
+        with torch.inference_mode():
+            enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+            return [{"score": float(v)} for v in model(**enc).logits.reshape(-1)]
 
 
-def test_an_edited_task_module_gets_a_new_cache_key(tmp_path, monkeypatch):
-    """The plugin version string rarely changes while its encode_batch() does: the key also
-    covers the module's source, so a developer never trains on stale features."""
-    import importlib
+class _RegressionPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register(Regression())
 
-    from tunesmith import prepcache
 
-    module = tmp_path / "edited_task.py"
-    module.write_text("class Task:\n    name = 'edited'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    first = prepcache.key(importlib.import_module("edited_task").Task(), _Data(), "tok", {}, {}, True)
-    module.write_text("class Task:\n    name = 'edited'  # encode changed\n")
-    second = prepcache.key(importlib.import_module("edited_task").Task(), _Data(), "tok", {}, {}, True)
-    assert first is not None and first != second
-    again = prepcache.key(importlib.import_module("edited_task").Task(), _Data(), "tok", {}, {}, True)
-    assert again == second
+def test_feature_cache_works_for_a_third_party_regression_task(tiny_config, tmp_path, caplog):
+    """The cache runs the backbone over rows that still carry their labels, so a task's own
+    collator sees the rows it expects (it used to fail with KeyError: 'labels')."""
+    results = {}
+    for cache in (True, False):
+        plugins = tunesmith.load_plugins()
+        plugins.add(_RegressionPlugin(), "regression-test")
+        cfg = {**frozen_config(tiny_config, tmp_path, f"reg-{cache}", cache_features=cache),
+               "task": "text-regression-test"}
+        with caplog.at_level(logging.WARNING, logger="tunesmith"):
+            results[cache] = tunesmith.train(cfg, plugins=plugins, quiet=True)
+        assert ("feature cache: backbone features" in caplog.text) == cache
+        caplog.clear()
+    cached, naive = results[True], results[False]
+    assert cached.metrics["mse"] == pytest.approx(naive.metrics["mse"], rel=1e-4)
+    assert [h["train_loss"] for h in cached.history] == pytest.approx([h["train_loss"] for h in naive.history],
+                                                                       rel=1e-4)
+    assert (cached.run_dir / "model" / "model.safetensors").is_file()
