@@ -12,6 +12,7 @@ import os
 import sys
 
 from .errors import DataError, TrainingInterrupted, TunesmithError
+from .progress import add_result_options, emit
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=1 (repeatable)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_result_options(t)
     t.add_argument("--resume", action="store_true",
                    help="continue the run in output_dir from its newest complete checkpoint")
 
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16",
                    help="numeric precision of the model: auto (bf16 where the hardware runs it natively), "
                         "fp32, bf16, fp16 (GPU); default auto")
+    add_result_options(e)
 
     pr = sub.add_parser("predict", help="predict for JSONL (or plain text) lines; JSONL out")
     pr.add_argument("run_dir")
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                          "fp32, bf16, fp16 (GPU); default auto")
     pr.add_argument("--skip-bad-rows", action="store_true",
                     help="skip lines the task cannot use (reported on stderr) instead of stopping")
-    pr.add_argument("--quiet", action="store_true", help="no progress bars (nothing on stderr unless something is wrong)")
+    pr.add_argument("--quiet", action="store_true", help="no progress on stderr (only warnings and errors)")
     pr.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                     help="onnx: run an ONNX export (tunesmith export --format onnx) with onnxruntime")
 
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --format onnx: int8 weights (onnxruntime dynamic quantization)")
     x.add_argument("--parity-data", default=None, metavar="FILE",
                    help="labelled rows for the parity check (default: the run's validation file)")
+    add_result_options(x)
 
     c = sub.add_parser("compare", help="train one config under several strategies; table + chart")
     c.add_argument("config", help="YAML or JSON run configuration")
@@ -99,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STRATEGY:]KEY=VALUE",
                    help="override a config value for every run, or for one strategy with a prefix, "
                         "e.g. --set lora:training.learning_rate=5e-4 (repeatable)")
-    c.add_argument("--output", default="comparison", help="output folder (default: comparison)")
+    c.add_argument("--output", help="output folder (default: the config's output_dir + '-compare')")
+    add_result_options(c, output=False)
     c.add_argument("--overwrite", action="store_true", help="replace existing runs in the output folder")
 
     tu = sub.add_parser("tune", help="search hyperparameters with Optuna (needs tunesmith[tune])")
@@ -120,9 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--storage", metavar="URL",
                     help="Optuna RDB storage shared by workers (default: sqlite in the tune folder)")
     tu.add_argument("--study-name", help="study name in the storage (default tunesmith)")
+    add_result_options(tu, output=False)
 
     pl = sub.add_parser("plugins", help="list plugins, tasks, strategies and model sources")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
+    add_result_options(pl)
     return p
 
 
@@ -147,9 +153,9 @@ def cmd_train(args) -> int:
 
     result = train(args.config, args.overrides, plugins=_plugins(args), overwrite=args.overwrite,
                    quiet=args.quiet, resume=args.resume)
-    print(json.dumps({"run_dir": str(result.run_dir), "eval": result.metrics,
-                      "trainable_parameters": result.trainable_parameters,
-                      "train_runtime_s": result.train_runtime_s}, indent=2))
+    emit(json.dumps({"run_dir": str(result.run_dir), "eval": result.metrics,
+                     "trainable_parameters": result.trainable_parameters,
+                     "train_runtime_s": result.train_runtime_s}, indent=2), args.output)
     return 0
 
 
@@ -159,13 +165,17 @@ def cmd_compare(args) -> int:
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
     plugin_args = [f"--disable-plugins={args.disable_plugins}", f"--plugins={args.allow_plugins}"]
     result = compare(args.config, strategies, args.overrides, args.output, plugins=_plugins(args),
-                     overwrite=args.overwrite, plugin_args=plugin_args,
-                     echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     overwrite=args.overwrite, plugin_args=plugin_args, echo=_echo(args))
     from .compare import render_markdown
 
     print(render_markdown(result))
-    print(f"\nwritten: {os.path.join(args.output, 'comparison.md')}, comparison.json, comparison.png")
+    _echo(args)(f"written: {os.path.join(result['output'], 'comparison.md')}, comparison.json, comparison.png")
     return 0 if any("error" not in r for r in result["runs"]) else 1
+
+
+def _echo(args):
+    """Progress lines of compare / tune: stderr, none with --quiet."""
+    return (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def cmd_tune(args) -> int:
@@ -173,8 +183,7 @@ def cmd_tune(args) -> int:
 
     result = tune(args.config, args.space, args.overrides, trials=args.trials, sampler=args.sampler,
                   pruner=args.pruner, eval_steps=args.eval_steps, output=args.output, storage=args.storage,
-                  study_name=args.study_name, plugins=_plugins(args),
-                  echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+                  study_name=args.study_name, plugins=_plugins(args), echo=_echo(args))
     print(render_markdown(result))
     best = result["best"]
     if best:
@@ -184,13 +193,23 @@ def cmd_tune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .predictor import Predictor
+    from .predictor import Predictor, check_precision
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    metrics = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision).evaluate(
-        args.data, batch_size=args.batch_size)
-    print(_json_line(metrics, args.data))
+    from . import data
+    from .progress import Terminal
+    from .rundir import read_manifest
+
+    check_precision(args.precision)
+    read_manifest(args.run_dir)   # a wrong run dir, then a wrong data file, before the model loads
+    split = data.load_split(args.data, "evaluation")
+    term = Terminal(args.quiet)
+    term.say("load", f"data: {split.where} ({len(split.dataset):,} rows)")
+    with term.phase("load", lambda: f"model: {args.run_dir}"):
+        predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision)
+    metrics = predictor.evaluate(split, batch_size=args.batch_size, terminal=term)
+    emit(_json_line(metrics, args.data), args.output)
     return 0
 
 
@@ -298,7 +317,7 @@ def cmd_export(args) -> int:
     quiet_libraries()   # stdout carries the summary, stderr only tunesmith's own lines
     out = export(args.run_dir, args.out, format=args.format, plugins=_plugins(args), overwrite=args.overwrite,
                  quantize=args.quantize, parity_data=args.parity_data)
-    print(json.dumps(out, indent=2))
+    emit(json.dumps(out, indent=2), args.output)
     return 0
 
 
@@ -340,23 +359,25 @@ def cmd_plugins(args) -> int:
                           for e in reg.model_sources.values()],
     }
     if args.json:
-        print(json.dumps(data, indent=2))
+        emit(json.dumps(data, indent=2), args.output)
         return 0
+    lines = []
     for section in ("tasks", "strategies", "metrics", "model_sources"):
-        print(f"{section.replace('_', ' ')}:")
+        lines.append(f"{section.replace('_', ' ')}:")
         for item in data[section] or [{"name": "(none)"}]:
             if "plugin" not in item:
-                print(f"  {item['name']}")
+                lines.append(f"  {item['name']}")
                 continue
             label = f"{item['task']}:{item['name']}" if section == "metrics" else item["name"]
             alias = f" (aliases: {', '.join(item['aliases'])})" if item.get("aliases") else ""
-            print(f"  {label}{alias}  — {item['distribution']} {item['version']} [{item['plugin']}]")
+            lines.append(f"  {label}{alias}  — {item['distribution']} {item['version']} [{item['plugin']}]")
     failed = [p for p in data["plugins"] if p["status"] != "loaded"]
     if failed:
-        print("not loaded:")
+        lines.append("not loaded:")
         for p in failed:
-            print(f"  {p['name']} ({p['distribution']} {p['version']}): {p['status']}"
-                  + (f": {p['error']}" if p.get("error") else ""))
+            lines.append(f"  {p['name']} ({p['distribution']} {p['version']}): {p['status']}"
+                         + (f": {p['error']}" if p.get("error") else ""))
+    emit("\n".join(lines), args.output)
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, featurecache, lifecycle, precision, prepcache, rundir
+from . import checkpoints, data, featurecache, lifecycle, precision, prepcache, progress, rundir
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
@@ -51,6 +51,7 @@ class RunResult:
     test_metrics: dict | None = None
     model: Any = field(default=None, repr=False)       # the trained model, in memory
     tokenizer: Any = field(default=None, repr=False)
+    steps: list = field(default_factory=list, repr=False)   # training loss per logged step
 
 
 def main_metric(task, state: dict) -> str:
@@ -205,28 +206,32 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         name to a ``Dataset``, ``IterableDataset`` or pandas ``DataFrame``.
     :return: the :class:`RunResult`; the run directory holds everything else.
     """
-    if quiet:   # before the data loads (its "Generating train split" bars)
-        import datasets
-
-        datasets.disable_progress_bars()
+    term = progress.Terminal(quiet)   # stderr: labelled phases (before the data's own bars)
+    begun = time.time()
     run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
     cfg, task = run.config, run.task
+    progress.say_data(term, run.splits)
 
     import transformers
 
-    if quiet:
-        quiet_libraries()
+    progress.silence_libraries()
     run.precision = choose_precision(run)
     transformers.set_seed(cfg.training.seed)
+    loading = time.time()
     tokenizer = load_tokenizer(run.model_path, cfg)
-    model = build_model(run, tokenizer)
+    with progress.load_report() as report:
+        model = build_model(run, tokenizer)
+    progress.say_model(term, run, model, report, time.time() - loading)
     opts = cfg.task_options
-    train_ds = encode_split(run, run.splits["train"], tokenizer, train=True)
-    eval_ds = encode_split(run, run.splits["validation"], tokenizer, train=False)
-    test_ds = encode_split(run, run.splits["test"], tokenizer, train=False) if "test" in run.splits else None
+    with term.preprocessing(), term.phase("preprocess", lambda: progress.encoded_text(
+            {"train": train_ds, "validation": eval_ds, "test": test_ds})):
+        train_ds = encode_split(run, run.splits["train"], tokenizer, train=True)
+        eval_ds = encode_split(run, run.splits["validation"], tokenizer, train=False)
+        test_ds = encode_split(run, run.splits["test"], tokenizer, train=False) if "test" in run.splits else None
     # the last checks that can fail without training; after them the run directory exists
     args = lifecycle.preflight(run, model, [train_ds, eval_ds, test_ds], quiet)
     collator = task.collator(tokenizer, opts)
+    lifecycle.check_main_metric(run, model, eval_ds, collator)   # a wrong name fails now, not after an epoch
     # frozen backbone: features computed once, the head trains on them (None: normal path)
     cache = featurecache.setup(run, model, train_ds, eval_ds, collator, cfg.training.eval_batch_size)
     trainer_model = model
@@ -252,12 +257,14 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     # stdout carries the result only: the Trainer's log lines (printed with progress bars
     # on) and anything a plugin prints while training go to stderr
     with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
-        return _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
-                      resume_from, quiet)
+        result = _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
+                        resume_from, term)
+    progress.summary(term, run, result, time.time() - begun)
+    return result
 
 
 def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, collator, cache,
-           resume_from, quiet) -> RunResult:
+           resume_from, term) -> RunResult:
     """Train, evaluate, save: everything that runs while the run directory exists."""
     import transformers
     from transformers import EarlyStoppingCallback
@@ -273,10 +280,7 @@ def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, coll
         model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, processing_class=tokenizer,
         compute_metrics=compute, callbacks=callbacks)
-    if quiet:   # with progress bars off the Trainer prints every log dict on stdout instead
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    progress.attach(trainer, term, main_metric(task, run.state))   # its bars, not the Trainer's log dicts
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
 
     started = time.time()
@@ -306,9 +310,10 @@ def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, coll
         precision.wrap_forward(trained, run.precision["used"], next(trained.parameters()).device.type)
     trainable, total = count_parameters(trained)
     result = RunResult(run.run_dir, final, hist, trainable, total,
-                       round(runtime, 3), test, trained, tokenizer)
+                       round(runtime, 3), test, trained, tokenizer, steps=rundir.steps(trainer.state.log_history))
     if trainer.is_world_process_zero():   # one writer of the run dir under torchrun/accelerate
-        rundir.save(run, trained, tokenizer, result)
+        with term.phase("save", lambda: f"{str(run.run_dir)!r}: {', '.join(rundir.SAVED)}"):
+            rundir.save(run, trained, tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
 
@@ -368,7 +373,8 @@ def _streaming_metrics(make):
         acc = holder.get("acc")
         if acc is None:
             acc = holder["acc"] = make()
-        acc.add_batch(eval_pred.predictions, eval_pred.label_ids)
+        # numpy, whatever the Trainer hands over (the same types as Predictor.evaluate)
+        acc.add_batch(progress.to_numpy(eval_pred.predictions), progress.to_numpy(eval_pred.label_ids))
         if compute_result:
             del holder["acc"]
             return acc.compute()
