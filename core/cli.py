@@ -239,10 +239,9 @@ def cmd_predict(args) -> int:
     if src is not sys.stdin.buffer:
         with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
             total = sum(1 for line in f if line.strip())
-    if args.quiet:
-        from .runner import quiet_libraries
+    from .progress import silence_libraries
 
-        quiet_libraries()
+    silence_libraries()   # the libraries' bars and load reports never reach the terminal
     predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision,
                           backend=args.backend)
     tmp = None
