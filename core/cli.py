@@ -204,7 +204,7 @@ def cmd_evaluate(args) -> int:
     check_precision(args.precision)
     read_manifest(args.run_dir)   # a wrong run dir, then a wrong data file, before the model loads
     split = data.load_split(args.data, "evaluation")
-    term = Terminal(args.quiet)
+    term = Terminal(args.quiet, load=True)
     term.say("load", f"data: {split.where} ({len(split.dataset):,} rows)")
     with term.phase("load", lambda: f"model: {args.run_dir}"):
         predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision)
@@ -241,7 +241,7 @@ def cmd_predict(args) -> int:
             total = sum(1 for line in f if line.strip())
     from .progress import silence_libraries
 
-    silence_libraries()   # the libraries' bars and load reports never reach the terminal
+    silence_libraries(load=True)   # the libraries' bars and load reports never reach the terminal
     predictor = Predictor(args.run_dir, plugins=_plugins(args), precision=args.precision,
                           backend=args.backend)
     tmp = None

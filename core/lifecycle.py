@@ -191,11 +191,14 @@ def check_main_metric(run, model, eval_ds, collator, rows: int = 2) -> None:
         batch = collator([eval_ds[i] for i in range(min(rows, len(eval_ds)))])
         labels = batch.pop("labels")
         device = next(model.parameters()).device
-        was_training = model.training
+        modes = {m: m.training for m in model.modules()}   # e.g. frozen keeps its backbone in eval mode
         model.eval()
-        with torch.inference_mode():
-            out = model(**{k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
-        model.train(was_training)
+        try:
+            with torch.inference_mode():
+                out = model(**{k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
         outputs = tuple(v for k, v in out.items() if k != "loss")
         acc = task.metrics(run.state, run.config.task_options, run.plugins.registry.metrics_for(task.name))
         acc.add_batch(to_numpy(outputs[0] if len(outputs) == 1 else outputs), to_numpy(labels))

@@ -21,7 +21,7 @@ import tempfile
 import time
 import warnings
 
-LIBRARIES = r"(transformers|torch|datasets|peft|accelerate|evaluate|huggingface_hub|pyarrow)(\..*)?"
+LIBRARIES = r"(tunesmith|transformers|torch|datasets|peft|accelerate|evaluate|huggingface_hub|pyarrow)(\..*)?"
 WIDTH = 10   # the phase label column
 
 
@@ -32,10 +32,10 @@ def _main_process() -> bool:
 class Terminal:
     """The stderr side of one command. ``quiet``: no phases, no bars, no summary."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, load: bool = False):
         self.quiet = quiet or not _main_process()
         self.stream = stream
-        silence_libraries()
+        silence_libraries(load)
 
     @property
     def out(self):
@@ -48,8 +48,12 @@ class Terminal:
     def bar(self, phase: str, total=None, unit: str = "it", leave: bool = True, position=None):
         from tqdm.auto import tqdm
 
+        # a terminal that reports no size (0 columns: a fresh pty, some CI runners) would get
+        # an empty bar from dynamic_ncols; a fixed width then
+        width = _columns(self.out)
         return tqdm(total=total, desc=phase, unit=unit, leave=leave, file=self.out,
-                    dynamic_ncols=True, disable=self.quiet, position=position)
+                    dynamic_ncols=bool(width), ncols=None if width else 100, disable=self.quiet,
+                    position=position)
 
     @contextlib.contextmanager
     def phase(self, phase: str, done=None):
@@ -74,8 +78,16 @@ class Terminal:
             datasets.disable_progress_bars()
 
 
-def silence_libraries() -> None:
-    """No progress bars, load reports or developer warnings from the libraries."""
+def _columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def silence_libraries(load: bool = False) -> None:
+    """No progress bars, load reports or developer warnings from the libraries
+    (``load``: import transformers for it, for a command that loads a model next)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=LIBRARIES)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=LIBRARIES)
     try:
@@ -84,17 +96,16 @@ def silence_libraries() -> None:
         datasets.disable_progress_bars()
     except ImportError:
         pass
-    if "transformers" in sys.modules or _importable("transformers"):
-        import transformers
+    # transformers only once something imported it (a config error stays fast); the runner
+    # calls this again right after its import
+    if load:
+        import importlib
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+        importlib.import_module("transformers")
+    hf = sys.modules.get("transformers")
+    if hf is not None:
+        hf.utils.logging.set_verbosity_error()
+        hf.utils.logging.disable_progress_bar()
 
 
 # ------------------------------------------------------------------ the weight-loading report
