@@ -187,7 +187,7 @@ def model_card(run, result, model=None) -> str:
 - **Strategy:** `{run.strategy.name}` ({result.trainable_parameters:,} of {result.total_parameters:,} parameters trained, {pct:.2f}%)
 - **Training data:** `{describe(cfg.data.train)}` ({train_note})
 - **Validation data:** `{describe(cfg.data.validation)}` ({val_note})
-- **Epochs / batch size / learning rate / seed:** {t.epochs} / {t.batch_size} / {t.learning_rate or run.strategy.default_learning_rate} / {t.seed}
+- **{"Steps" if t.max_steps else "Epochs"} / batch size / learning rate / seed:** {t.max_steps or t.epochs} / {t.batch_size} / {t.learning_rate or run.strategy.default_learning_rate} / {t.seed}
 - **Training time:** {result.train_runtime_s:.1f} s
 - **Precision:** {precision_line(run)}
 

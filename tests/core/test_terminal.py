@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 import yaml
@@ -21,6 +24,8 @@ def _run_in_terminal(args, cwd=None, timeout=600) -> tuple[int, str, str]:
     """``python -m tunesmith ARGS`` with stdout and stderr on two pseudo-terminals (as in
     an interactive shell, where libraries draw bars and colours); returns (rc, out, err)."""
     fds = [pty.openpty(), pty.openpty()]
+    for _, slave in fds:   # a terminal's size, as a real one reports it
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "tunesmith", *map(str, args)], cwd=cwd,
                             stdin=subprocess.DEVNULL, stdout=fds[0][1], stderr=fds[1][1],
                             env={**os.environ, "COLUMNS": "120"})
@@ -108,6 +113,13 @@ def test_a_main_metric_the_task_does_not_compute_fails_before_training(tiny_conf
         @hookimpl
         def register_tasks(self, register):
             register(Misnamed())
+
+        @hookimpl
+        def register_metrics(self, register):
+            from tunesmith.plugins.classification import METRICS_DIR
+
+            for name in ("accuracy", "f1"):
+                register("misnamed-classification", name, METRICS_DIR / name)
 
     plugins.add(Plugin(), "misnamed")
     with pytest.raises(PluginError, match=r"main_metric 'acc' is not one of .*accuracy, f1, loss"):
