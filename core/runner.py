@@ -210,12 +210,12 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     begun = time.time()
     run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
     cfg, task = run.config, run.task
-    progress.say_data(term, run.splits)
 
     import transformers
 
     progress.silence_libraries()
     run.precision = choose_precision(run)
+    progress.say_data(term, run.splits)   # after the last config check: a mistake stays one line
     transformers.set_seed(cfg.training.seed)
     loading = time.time()
     tokenizer = load_tokenizer(run.model_path, cfg)
