@@ -70,12 +70,16 @@ def plan(config, strategies, overrides, out_dir, plugins) -> list[dict]:
     return runs
 
 
-def compare(config, strategies, overrides=(), out_dir="comparison", plugins=None, overwrite=False,
+def compare(config, strategies, overrides=(), out_dir=None, plugins=None, overwrite=False,
             plugin_args=(), echo=None) -> dict:
-    """Train ``config`` under each strategy; write and return the comparison."""
+    """Train ``config`` under each strategy; write and return the comparison (in
+    ``out_dir``, by default the config's ``output_dir`` + ``-compare``)."""
     from ..manager import load_plugins
 
     plugins = plugins or load_plugins()
+    if out_dir is None:
+        shared, _ = split_overrides(overrides, strategies)
+        out_dir = load_config(config, shared, registry=plugins.registry).output_dir.rstrip("/\\") + "-compare"
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunDirError(f"output folder {str(out)!r} already exists; choose another or pass --overwrite")
@@ -92,7 +96,7 @@ def compare(config, strategies, overrides=(), out_dir="comparison", plugins=None
                  f"{row['metric']}={row['value']:.4f} in {row['train_runtime_s']:.1f} s"))
     result = {"config": str(config) if not isinstance(config, dict) else None,
               "overrides": list(overrides or ()), "strategies": list(strategies),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": rows}
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "output": str(out), "runs": rows}
     write(result, out)
     return result
 
@@ -165,14 +169,14 @@ def _child(argv) -> int:
 
     if torch.cuda.is_available():
         stats["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    Path(args.stats).write_text(json.dumps(stats, indent=2, default=str))
+    Path(args.stats).write_text(json.dumps(stats, indent=2))   # typed: a stray non-JSON value fails here
     return 0
 
 
 def _lengths(dataset) -> list[int]:
     cols = getattr(dataset, "column_names", None) or []
     if "length" in cols:
-        return list(dataset["length"])
+        return [int(n) for n in dataset["length"]]
     if "input_ids" in cols:
         return [len(x) for x in dataset["input_ids"]]
     return []
@@ -190,7 +194,8 @@ def throughput(trainer, result, run) -> dict:
     epochs = float(trainer.args.num_train_epochs)
     train_len = _lengths(trainer.train_dataset)
     eval_len = _lengths(trainer.eval_dataset)
-    n_train, tokens = len(trainer.train_dataset), sum(train_len)
+    # plain ints: an Arrow column sums to a numpy integer, which JSON would write as a string
+    n_train, tokens = int(len(trainer.train_dataset)), int(sum(int(n) for n in train_len))
     evals = sum(1 for h in result.history)
     model = result.model
     params = [(n, p) for n, p in model.named_parameters() if "embeddings" not in n and "embed_tokens" not in n]
@@ -219,16 +224,17 @@ def _fmt_int(n) -> str:
 
 def render_markdown(result: dict) -> str:
     metric = next((r["metric"] for r in result["runs"] if "metric" in r), "metric")
-    lines = [f"| strategy | {metric} | trainable params | % trained | precision | train time (s) | examples/s | "
-             f"peak RSS (MB) | peak CUDA (MB) |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [f"| strategy | {metric} | learning rate | trainable params | % trained | precision | train time (s) | "
+             f"examples/s | peak RSS (MB) | peak CUDA (MB) |", "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         if "error" in r:
-            lines.append(f"| {r['strategy']} | failed: {r['error'].replace('|', '/')} | | | | | | "
+            lines.append(f"| {r['strategy']} | failed: {r['error'].replace('|', '/')} | | | | | | | "
                          f"{r['peak_rss_mb']:,.0f} | |")
             continue
         cuda = f"{r['peak_cuda_mb']:,.0f}" if "peak_cuda_mb" in r else "—"
         value = f"{r['value']:.4f}" if isinstance(r.get("value"), (int, float)) else "—"
-        lines.append(f"| {r['strategy']} | {value} | {_fmt_int(r['trainable_parameters'])} | "
+        lr = f"{r['learning_rate']:g}" if isinstance(r.get("learning_rate"), (int, float)) else "—"
+        lines.append(f"| {r['strategy']} | {value} | {lr} | {_fmt_int(r['trainable_parameters'])} | "
                      f"{r['trainable_percent']:.2f} | {r.get('precision', 'fp32')} | {r['train_runtime_s']:.1f} | {r['examples_per_s']:.1f} | "
                      f"{r['peak_rss_mb']:,.0f} | {cuda} |")
     return "\n".join(lines)
@@ -284,6 +290,7 @@ def plot(result: dict, path: Path) -> None:
 # ---------------------------------------------------------------- the `compare` command
 
 from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
+from ..progress import add_result_options, echo  # noqa: E402
 
 
 def _arguments(c) -> None:
@@ -293,7 +300,8 @@ def _arguments(c) -> None:
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STRATEGY:]KEY=VALUE",
                    help="override a config value for every run, or for one strategy with a prefix, "
                         "e.g. --set lora:training.learning_rate=5e-4 (repeatable)")
-    c.add_argument("--output", default="comparison", help="output folder (default: comparison)")
+    c.add_argument("--output", help="output folder (default: the config's output_dir + '-compare')")
+    add_result_options(c, output=False)
     c.add_argument("--overwrite", action="store_true", help="replace existing runs in the output folder")
 
 
@@ -301,10 +309,9 @@ def _run(args, plugins) -> int:
     strategies = split_list(args.strategies)
     plugin_args = [f"--disable-plugins={args.disable_plugins}", f"--plugins={args.allow_plugins}"]
     result = compare(args.config, strategies, args.overrides, args.output, plugins=plugins,
-                     overwrite=args.overwrite, plugin_args=plugin_args,
-                     echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+                     overwrite=args.overwrite, plugin_args=plugin_args, echo=echo(args.quiet))
     print(render_markdown(result))
-    print(f"\nwritten: {os.path.join(args.output, 'comparison.md')}, comparison.json, comparison.png")
+    echo(args.quiet)(f"written: {os.path.join(result['output'], 'comparison.md')}, comparison.json, comparison.png")
     return 0 if any("error" not in r for r in result["runs"]) else 1
 
 

@@ -262,6 +262,14 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
     return worst
 
 
+def export_base_line(predictor) -> str:
+    from ..card import base_line, base_model_info
+
+    model = predictor.manifest.get("model") or {}
+    return base_line(model.get("reference", ""), base_model_info(predictor.plugins, model.get("reference", ""),
+                                                                  model.get("resolved")))
+
+
 def model_card(predictor, format: str, quantize: str | None = None) -> str:
     from .parity import kind_of
     from ..rundir import hf_auto_class
@@ -269,8 +277,9 @@ def model_card(predictor, format: str, quantize: str | None = None) -> str:
     meta = predictor.metadata()
     task = predictor.task
     pipeline_task = getattr(task, "pipeline_task", None) or task.name
-    metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                         for k, v in meta["metrics"].items()) or "| (none) | |"
+    from ..card import metrics_table
+
+    metrics = metrics_table(meta["metrics"], task, predictor.state)
     kind = kind_of(task)
     if format == "hf" and kind == "classification":
         how = f"""```python
@@ -309,22 +318,19 @@ Label names are `id2label` in `config.json`. With tunesmith:
     how += ("\n\n`parity.json` reports how this folder, loaded as above in a Python without tunesmith, "
             "agrees with tunesmith's predictions on the run's validation rows.")
     labels = meta.get("labels")
-    return f"""---
-library_name: {"transformers" if format == "hf" else "onnx"}
-pipeline_tag: {pipeline_task}
-tags: [tunesmith, {task.name}, {meta['strategy']}]
----
-# {task.name} model exported by tunesmith ({format})
+    from ..card import export_front_matter
 
-- **Base model:** `{meta['model']}`
+    matter = export_front_matter(predictor, "transformers" if format == "hf" else "onnx",
+                                 f"{predictor.run_dir.name}-{format}")
+    return f"""{matter}# {task.name} model exported by tunesmith ({format})
+
+- **Base model:** {export_base_line(predictor)}
 - **Fine-tuning strategy:** `{meta['strategy']}`{" (LoRA merged into the weights)" if meta['strategy'] == 'lora' else ""}
 - **Labels:** {", ".join(f"`{x}`" for x in labels) if labels else "n/a"}
 - **Exported from:** `{predictor.run_dir}` (trained {meta.get('trained_at')})
 
 ## Validation metrics (from training)
 
-| metric | value |
-|---|---|
 {metrics}
 
 ## How to load (no tunesmith needed)
@@ -338,6 +344,7 @@ Training options: `{json.dumps(meta['options'])}`
 # ---------------------------------------------------------------- the `export` command
 
 from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
+from ..progress import add_result_options, emit  # noqa: E402
 
 
 def _arguments(x) -> None:
@@ -349,6 +356,7 @@ def _arguments(x) -> None:
                    help="with --format onnx: int8 weights (onnxruntime dynamic quantization)")
     x.add_argument("--parity-data", default=None, metavar="FILE",
                    help="labelled rows for the parity check (default: the run's validation file)")
+    add_result_options(x)
 
 
 def _run(args, plugins) -> int:
@@ -357,7 +365,7 @@ def _run(args, plugins) -> int:
     quiet_libraries()   # stdout carries the summary, stderr only tunesmith's own lines
     out = export(args.run_dir, args.out, format=args.format, plugins=plugins, overwrite=args.overwrite,
                  quantize=args.quantize, parity_data=args.parity_data)
-    print(json.dumps(out, indent=2))
+    emit(json.dumps(out, indent=2), args.output)
     return 0
 
 

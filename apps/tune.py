@@ -671,6 +671,8 @@ def _importance_evaluator():
 
 # ---------------------------------------------------------------- the `tune` command
 
+from ..progress import add_result_options, echo  # noqa: E402
+
 def _arguments(tu) -> None:
     tu.add_argument("config", help="YAML or JSON run configuration (an optional tune: section holds the space)")
     tu.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
@@ -689,13 +691,13 @@ def _arguments(tu) -> None:
     tu.add_argument("--storage", metavar="URL",
                     help="Optuna RDB storage shared by workers (default: sqlite in the tune folder)")
     tu.add_argument("--study-name", help="study name in the storage (default tunesmith)")
+    add_result_options(tu, output=False)
 
 
 def _run(args, plugins) -> int:
     result = tune(args.config, args.space, args.overrides, trials=args.trials, sampler=args.sampler,
                   pruner=args.pruner, eval_steps=args.eval_steps, output=args.output, storage=args.storage,
-                  study_name=args.study_name, plugins=plugins,
-                  echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+                  study_name=args.study_name, plugins=plugins, echo=echo(args.quiet))
     print(render_markdown(result))
     best = result["best"]
     if best:

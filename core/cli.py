@@ -13,6 +13,7 @@ import sys
 from contextlib import contextmanager
 
 from .errors import DataError, PluginError, TrainingInterrupted, TunesmithError
+from .progress import add_result_options, emit
 from .util import atomic_file, split_list
 
 
@@ -63,8 +64,12 @@ def _core_commands(register) -> None:
     register("predict", help="predict for JSONL (or plain text) lines; JSONL out", arguments=_predict_args,
              run=lambda args, plugins: cmd_predict(args, plugins))
     register("plugins", help="list plugins, tasks, strategies and model sources",
-             arguments=lambda p: p.add_argument("--json", action="store_true", help="machine-readable output"),
-             run=lambda args, plugins: cmd_plugins(args, plugins))
+             arguments=_plugins_args, run=lambda args, plugins: cmd_plugins(args, plugins))
+
+
+def _plugins_args(pl) -> None:
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    add_result_options(pl)
 
 
 def _train_args(t) -> None:
@@ -72,7 +77,7 @@ def _train_args(t) -> None:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=1 (repeatable)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_result_options(t)
     t.add_argument("--resume", action="store_true",
                    help="continue the run in output_dir from its newest complete checkpoint")
 
@@ -82,6 +87,7 @@ def _evaluate_args(e) -> None:
     e.add_argument("--data", required=True, help="labelled data file")
     e.add_argument("--batch-size", type=int, default=64)
     add_precision(e)
+    add_result_options(e)
 
 
 def _predict_args(pr) -> None:
@@ -92,7 +98,7 @@ def _predict_args(pr) -> None:
     add_precision(pr)
     pr.add_argument("--skip-bad-rows", action="store_true",
                     help="skip lines the task cannot use (reported on stderr) instead of stopping")
-    pr.add_argument("--quiet", action="store_true", help="no progress bars (nothing on stderr unless something is wrong)")
+    pr.add_argument("--quiet", action="store_true", help="no progress on stderr (only warnings and errors)")
     pr.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                     help="onnx: run an ONNX export (tunesmith export --format onnx) with onnxruntime")
 
@@ -117,20 +123,30 @@ def cmd_train(args, plugins) -> int:
 
     result = train(args.config, args.overrides, plugins=plugins, overwrite=args.overwrite,
                    quiet=args.quiet, resume=args.resume)
-    print(json.dumps({"run_dir": str(result.run_dir), "eval": result.metrics,
-                      "trainable_parameters": result.trainable_parameters,
-                      "train_runtime_s": result.train_runtime_s}, indent=2))
+    emit(json.dumps({"run_dir": str(result.run_dir), "eval": result.metrics,
+                     "trainable_parameters": result.trainable_parameters,
+                     "train_runtime_s": result.train_runtime_s}, indent=2), args.output)
     return 0
 
 
 def cmd_evaluate(args, plugins) -> int:
-    from .predictor import Predictor
+    from .predictor import Predictor, check_precision
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    metrics = Predictor(args.run_dir, plugins=plugins, precision=args.precision).evaluate(
-        args.data, batch_size=args.batch_size)
-    print(_json_line(metrics, args.data))
+    from . import data
+    from .progress import Terminal
+    from .rundir import read_manifest
+
+    check_precision(args.precision)
+    read_manifest(args.run_dir)   # a wrong run dir, then a wrong data file, before the model loads
+    split = data.load_split(args.data, "evaluation")
+    term = Terminal(args.quiet, load=True)
+    term.say("load", f"data: {split.where} ({len(split.dataset):,} rows)")
+    with term.phase("load", lambda: f"model: {args.run_dir}"):
+        predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision)
+    metrics = predictor.evaluate(split, batch_size=args.batch_size, terminal=term)
+    emit(_json_line(metrics, args.data), args.output)
     return 0
 
 
@@ -148,10 +164,9 @@ def cmd_predict(args, plugins) -> int:
     if src is not sys.stdin.buffer:
         with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
             total = sum(1 for line in f if line.strip())
-    if args.quiet:
-        from .runner import quiet_libraries
+    from .progress import silence_libraries
 
-        quiet_libraries()
+    silence_libraries(load=True)   # the libraries' bars and load reports never reach the terminal
     predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision, backend=args.backend)
     progress = _progress(total, args.quiet)
     try:
@@ -249,23 +264,25 @@ def cmd_plugins(args, plugins) -> int:
                           for e in reg.model_sources.values()],
     }
     if args.json:
-        print(json.dumps(data, indent=2))
+        emit(json.dumps(data, indent=2), args.output)
         return 0
+    lines = []
     for section in ("tasks", "strategies", "metrics", "model_sources"):
-        print(f"{section.replace('_', ' ')}:")
+        lines.append(f"{section.replace('_', ' ')}:")
         for item in data[section] or [{"name": "(none)"}]:
             if "plugin" not in item:
-                print(f"  {item['name']}")
+                lines.append(f"  {item['name']}")
                 continue
             label = f"{item['task']}:{item['name']}" if section == "metrics" else item["name"]
             alias = f" (aliases: {', '.join(item['aliases'])})" if item.get("aliases") else ""
-            print(f"  {label}{alias}  — {item['distribution']} {item['version']} [{item['plugin']}]")
+            lines.append(f"  {label}{alias}  — {item['distribution']} {item['version']} [{item['plugin']}]")
     failed = [p for p in data["plugins"] if p["status"] != "loaded"]
     if failed:
-        print("not loaded:")
+        lines.append("not loaded:")
         for p in failed:
-            print(f"  {p['name']} ({p['distribution']} {p['version']}): {p['status']}"
-                  + (f": {p['error']}" if p.get("error") else ""))
+            lines.append(f"  {p['name']} ({p['distribution']} {p['version']}): {p['status']}"
+                         + (f": {p['error']}" if p.get("error") else ""))
+    emit("\n".join(lines), args.output)
     return 0
 
 

@@ -620,4 +620,4 @@ def encode(split_or_dataset, task, tokenizer, state: dict, options, train: bool,
     if cache_key:
         kwargs["new_fingerprint"] = cache_key[:32]   # no dill hashing of the task and tokenizer
     return ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
-                  desc=f"encoding {'training' if train else 'evaluation'} rows", **kwargs)
+                  desc=f"{'preprocess':<10} {getattr(split_or_dataset, 'name', None) or ('train' if train else 'evaluation')}", **kwargs)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import checkpoints, rundir
-from .errors import ConfigError, RunDirError, TrainingInterrupted, TunesmithError, first_line
+from .errors import ConfigError, PluginError, RunDirError, TrainingInterrupted, TunesmithError, first_line
 from .util import split_list
 
 
@@ -86,7 +86,7 @@ def training_arguments(run, quiet: bool):
         # a stream has no length to group by
         train_sampling_strategy="group_by_length" if t.group_by_length and not streaming else "random",
         batch_eval_metrics=True,
-        disable_tqdm=quiet,
+        disable_tqdm=True,   # tunesmith.progress draws the bars (stderr, labelled)
         dataloader_num_workers=0,
         dataloader_pin_memory=_has_accelerator(),
         use_cpu=not _has_accelerator(),   # also what makes torchrun on CPU use DDP (gloo), not N copies
@@ -169,6 +169,45 @@ def check_positions(run, model, datasets) -> None:
                        f"{run.config.model!r} has {limit:,} positions; set "
                        f"{' and '.join(f'data.{k}' for k in names) or 'a maximum length'} to at most {limit:,}"],
                       source=run.config.source)
+
+
+def check_main_metric(run, model, eval_ds, collator, rows: int = 2) -> None:
+    """The task's ``main_metric`` is a key its metrics produce (or ``loss``), checked on
+    the model's outputs for the first validation rows, the way the Trainer's default
+    evaluation feeds them (numpy, loss dropped). A task with its own ``trainer_class``
+    evaluates its own way; there the Trainer checks the name after the first evaluation."""
+    if getattr(run.task, "trainer_class", None) or not hasattr(eval_ds, "__len__") or len(eval_ds) == 0:
+        return
+    import torch
+
+    from .progress import to_numpy
+    from .runner import main_metric
+
+    metric = main_metric(run.task, run.state)
+    task = run.task
+    try:
+        batch = collator([eval_ds[i] for i in range(min(rows, len(eval_ds)))])
+        labels = batch.pop("labels")
+        device = next(model.parameters()).device
+        modes = {m: m.training for m in model.modules()}   # e.g. frozen keeps its backbone in eval mode
+        model.eval()
+        try:
+            with torch.inference_mode():
+                out = model(**{k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        outputs = tuple(v for k, v in out.items() if k != "loss")
+        acc = task.metrics(run.state, run.config.task_options, run.plugins.registry.metrics_for(task.name))
+        acc.add_batch(to_numpy(outputs[0] if len(outputs) == 1 else outputs), to_numpy(labels))
+        names = set(acc.compute()) | {"loss"}   # the Trainer adds the validation loss
+    except Exception:   # noqa: BLE001 - only a check: the real evaluation reports its own errors
+        return
+    if metric not in names:
+        entry = run.plugins.registry.tasks.get(task.name)
+        raise PluginError(getattr(entry, "plugin", task.name),
+                          f"task {task.name!r}: main_metric {metric!r} is not one of the metrics it computes "
+                          f"({', '.join(sorted(names))}); set the task's main_metric to one of them")
 
 
 # ----------------------------------------------------------------- the run directory

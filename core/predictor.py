@@ -141,14 +141,17 @@ class Predictor:
                               "training": (self.manifest.get("precision") or {}).get("used", "fp32")},
                 "trained_at": self.manifest.get("finished_at")}
 
-    def evaluate(self, path, batch_size: int = 64, limit: int | None = None) -> dict:
-        """The task's metrics on a labelled data file, as ``metrics.json`` reports them."""
+    def evaluate(self, path, batch_size: int = 64, limit: int | None = None, terminal=None) -> dict:
+        """The task's metrics on a labelled data file (or a loaded ``tunesmith.data.Split``),
+        as ``metrics.json`` reports them; ``terminal`` (tunesmith.progress) shows the phases."""
         import torch
         from torch.utils.data import DataLoader
 
         from . import data
+        from .progress import Terminal, to_numpy
 
-        split = data.load_split(path, "evaluation")
+        term = terminal or Terminal(quiet=True)
+        split = path if isinstance(path, data.Split) else data.load_split(path, "evaluation")
         if limit is not None:
             split.dataset = split.dataset.select(range(min(limit, len(split.dataset))))
         data.check(split, self.task, self.options, self.state)
@@ -156,15 +159,19 @@ class Predictor:
         custom = getattr(self.task, "evaluate", None)
         if custom is not None:
             return custom(self.model, self.tokenizer, rows, self.state, self.options, batch_size)
-        dataset = data.encode(split, self.task, self.tokenizer, self.state, self.options, train=False)
+        with term.preprocessing():
+            dataset = data.encode(split, self.task, self.tokenizer, self.state, self.options, train=False)
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.task.collator(self.tokenizer, self.options))
         acc = self.task.metrics(self.state, self.options, self.plugins.registry.metrics_for(self.task.name))
         device = next(self.model.parameters()).device
-        with torch.inference_mode():
+        bar = term.bar("evaluate", total=len(loader), unit="batch")
+        with torch.inference_mode(), bar:
             for batch in loader:
                 labels = batch.pop("labels")
                 logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
-                acc.add_batch(logits.cpu(), labels)
+                # numpy, as in training (tunesmith.runner's metrics adapter): one type for add_batch
+                acc.add_batch(to_numpy(logits), to_numpy(labels))
+                bar.update(1)
         return {**acc.compute(), "rows": len(rows)}
 
 

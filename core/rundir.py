@@ -16,11 +16,11 @@ from importlib import metadata
 from pathlib import Path
 
 from .checkpoints import weights_sha256
-from .data import describe
 from .errors import RunDirError
 from .util import atomic_dir, atomic_file
 
 MANIFEST, METRICS, MODEL, CARD, CURVES = "tunesmith.json", "metrics.json", "model", "README.md", "curves.png"
+SAVED = (f"{MODEL}/", METRICS, CARD, CURVES, MANIFEST)   # what a complete run leaves
 LIBRARIES = ("tunesmith", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "pluggy")
 
 
@@ -136,6 +136,12 @@ def history(log_history: list) -> list:
     return out
 
 
+def steps(log_history: list) -> list:
+    """The training loss at every logged step: ``[{"step", "epoch", "loss"}, ...]``."""
+    return [{"step": e.get("step"), "epoch": e.get("epoch"), "loss": e["loss"]}
+            for e in log_history if "loss" in e and isinstance(e["loss"], (int, float))]
+
+
 def save(run, model, tokenizer, result) -> None:
     """Write model/, metrics.json, README.md, curves.png and the final manifest."""
     run_dir = run.run_dir
@@ -151,73 +157,15 @@ def save(run, model, tokenizer, result) -> None:
                "train_runtime_s": result.train_runtime_s}
     if result.test_metrics is not None:
         metrics["test"] = result.test_metrics
+    metrics["steps"] = getattr(result, "steps", [])   # training loss per logged step (curves.png)
+    # rows each split had (validation after training.max_eval_samples): the cards say what was scored
+    metrics["rows"] = {name: len(split.dataset) for name, split in run.splits.items() if not split.streaming}
     write_json(run_dir / METRICS, metrics)
+    from .card import model_card, plot_curves
+
     (run_dir / CARD).write_text(model_card(run, result, model), encoding="utf-8")
-    plot_curves(result.history, run_dir / CURVES)
+    plot_curves(result.history, run_dir / CURVES, metrics["steps"])
     write_manifest(run, status="complete", finished=time.time())
-
-
-def model_card(run, result, model=None) -> str:
-    cfg = run.config
-    adapter = run.strategy.name == "lora"
-    metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                        for k, v in result.metrics.items())
-    pct = 100 * result.trainable_parameters / max(result.total_parameters, 1)
-    auto = (hf_auto_class(model) if model is not None else None) or "AutoModel"
-    peft_config = getattr(model, "peft_config", {}).get("default") if adapter else None
-    if peft_config is not None and not peft_config.base_model_name_or_path:
-        # e.g. bert2bert: the base was assembled in memory, so no name leads peft back to it
-        load_hf = ("# the adapter's base model exists only in memory (assembled by tunesmith), so peft\n"
-                   "# cannot rebuild it; export a merged, standalone copy first (in this folder):\n"
-                   "#   tunesmith export . --format hf --out merged\n"
-                   f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"merged\")")
-    elif adapter:
-        peft_auto = "AutoPeftModel" + auto[len("AutoModel"):]   # AutoModelForX -> AutoPeftModelForX
-        load_hf = f"from peft import {peft_auto}\nmodel = {peft_auto}.from_pretrained(\"model\")"
-    elif run.task.name == "text-classification":
-        load_hf = "from transformers import pipeline\nclf = pipeline(\"text-classification\", model=\"model\")"
-    else:
-        load_hf = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"model\")"
-    example = getattr(run.task, "example_input", "an example input")
-    return f"""---
-library_name: {"peft" if adapter else "transformers"}
-tags: [tunesmith, {run.task.name}, {run.strategy.name}]
----
-# {run.task.name} fine-tuned with tunesmith
-
-- **Base model:** `{cfg.model}`
-- **Task:** `{run.task.name}`
-- **Strategy:** `{run.strategy.name}` ({result.trainable_parameters:,} of {result.total_parameters:,} parameters trained, {pct:.2f}%)
-- **Training data:** `{describe(cfg.data.train)}` ({cfg.training.max_train_samples or 'all'} rows used)
-- **Validation data:** `{describe(cfg.data.validation)}`
-- **Epochs / batch size / learning rate / seed:** {cfg.training.epochs} / {cfg.training.batch_size} / {cfg.training.learning_rate or run.strategy.default_learning_rate} / {cfg.training.seed}
-- **Training time:** {result.train_runtime_s:.1f} s
-- **Precision:** {precision_line(run)}
-
-## Validation metrics
-
-| metric | value |
-|---|---|
-{metrics}
-
-## How to load
-
-With tunesmith:
-
-```python
-import tunesmith
-predictor = tunesmith.load("{run.run_dir}")
-predictor.predict([{example!r}])
-```
-
-With Hugging Face libraries only (from inside this folder):
-
-```python
-{load_hf}
-```
-
-`tunesmith.json` records the full configuration, data checksums and library versions.
-"""
 
 
 def precision_line(run) -> str:
@@ -253,28 +201,3 @@ def hf_auto_class(model) -> str | None:
         if name in getattr(modeling_auto, table, {}).values():
             return auto
     return None
-
-
-def plot_curves(hist: list, path: Path) -> None:
-    """Learning curves (training loss and validation metrics per evaluation)."""
-    if not hist:
-        return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:   # plots are an optional extra
-        return
-    epochs = [h["epoch"] for h in hist]
-    names = [k for k in hist[-1]["eval"] if k != "loss" and isinstance(hist[-1]["eval"][k], (int, float))]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [h["train_loss"] for h in hist], "o-", label="train loss")
-    ax1.plot(epochs, [h["eval"].get("loss") for h in hist], "o-", label="validation loss")
-    ax1.set_xlabel("epoch"), ax1.legend(), ax1.set_title("loss")
-    for name in names:
-        ax2.plot(epochs, [h["eval"].get(name) for h in hist], "o-", label=name)
-    ax2.set_xlabel("epoch"), ax2.legend(), ax2.set_title("validation metrics")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, lifecycle, precision, prepcache, rundir
+from . import checkpoints, data, lifecycle, precision, prepcache, progress, rundir
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted, first_line
 from .manager import Plugins, load_plugins
@@ -53,6 +53,7 @@ class RunResult:
     test_metrics: dict | None = None
     model: Any = field(default=None, repr=False)       # the trained model, in memory
     tokenizer: Any = field(default=None, repr=False)
+    steps: list = field(default_factory=list, repr=False)   # training loss per logged step
 
 
 def main_metric(task, state: dict) -> str:
@@ -228,34 +229,41 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
         name to a ``Dataset``, ``IterableDataset`` or pandas ``DataFrame``.
     :return: the :class:`RunResult`; the run directory holds everything else.
     """
-    if quiet:   # before the data loads (its "Generating train split" bars)
-        import datasets
-
-        datasets.disable_progress_bars()
+    term = progress.Terminal(quiet)   # stderr: labelled phases (before the data's own bars)
+    begun = time.time()
     run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
-    job = _build(run, quiet)
+    job = _build(run, quiet, term)
     _start(run, overwrite, resume)
-    # stdout carries the result only: the Trainer's log lines (printed with progress bars
-    # on) and anything a plugin prints while training go to stderr
+    # stdout carries the result only: the Trainer's log lines and anything a plugin prints
+    # while training go to stderr
     with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
-        trainer, stop = _trainer(run, job, quiet)
+        trainer, stop = _trainer(run, job, term)
         runtime = _fit(run, trainer, stop, resume) + (job.swap.seconds if job.swap else 0.0)
-        return _finish(run, job, trainer, runtime)
+        result = _finish(run, job, trainer, runtime, term)
+    progress.summary(term, run, result, time.time() - begun)
+    return result
 
 
-def _build(run: Run, quiet: bool) -> _Job:
+def _build(run: Run, quiet: bool, term) -> _Job:
     """Tokenizer, model (strategy applied), encoded splits, the last checks, and the
     strategy's swap: everything that can fail before the run directory is created."""
     import transformers
 
-    if quiet:
-        quiet_libraries()
+    progress.silence_libraries()
+    progress.say_data(term, run.splits)   # after the last config check: a mistake stays one line
     transformers.set_seed(run.config.training.seed)
+    loading = time.time()
     tokenizer = load_tokenizer(run.model_path, run.config)
-    model = build_model(run, tokenizer)
-    encoded = {name: encode_split(run, split, tokenizer, train=name == "train") for name, split in run.splits.items()}
+    with progress.load_report() as report:
+        model = build_model(run, tokenizer)
+    progress.say_model(term, run, model, report, time.time() - loading)
+    encoded: dict = {}
+    with term.preprocessing(), term.phase("preprocess", lambda: progress.encoded_text(encoded)):
+        for name, split in run.splits.items():
+            encoded[name] = encode_split(run, split, tokenizer, train=name == "train")
     args = lifecycle.preflight(run, model, [encoded.get(k) for k in ("train", "validation", "test")], quiet)
     collator = run.task.collator(tokenizer, run.config.task_options)
+    lifecycle.check_main_metric(run, model, encoded["validation"], collator)   # a wrong name fails now
     # e.g. frozen: backbone features computed once, the head trains on them
     swap_for_training = getattr(run.strategy, "swap_for_training", None)
     swap = swap_for_training(model, encoded, collator, run) if swap_for_training else None
@@ -280,7 +288,7 @@ def _start(run: Run, overwrite: bool, resume: bool) -> None:
         lifecycle.start(run, run.replace, resume)
 
 
-def _trainer(run: Run, job: _Job, quiet: bool):
+def _trainer(run: Run, job: _Job, term):
     """The Trainer (the task's class, if it has one) and the dict its stop callback fills."""
     import transformers
     from transformers import EarlyStoppingCallback
@@ -298,10 +306,7 @@ def _trainer(run: Run, job: _Job, quiet: bool):
         eval_dataset=(swap.datasets if swap else job.datasets)["validation"],
         data_collator=swap.collator if swap else job.collator, processing_class=job.tokenizer,
         compute_metrics=compute, callbacks=callbacks)
-    if quiet:   # with progress bars off the Trainer prints every log dict on stdout instead
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    progress.attach(trainer, term, main_metric(task, run.state))   # its bars, not the Trainer's log dicts
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
     return trainer, stop
 
@@ -327,7 +332,7 @@ def _fit(run: Run, trainer, stop: dict, resume: bool) -> float:
     return time.time() - started
 
 
-def _finish(run: Run, job: _Job, trainer, runtime: float) -> RunResult:
+def _finish(run: Run, job: _Job, trainer, runtime: float, term) -> RunResult:
     """Evaluate the best checkpoint (and the test split), save the run directory."""
     hist = rundir.history(trainer.state.log_history)
     final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
@@ -337,9 +342,11 @@ def _finish(run: Run, job: _Job, trainer, runtime: float) -> RunResult:
         test = rundir.strip_prefix(trainer.evaluate(test_ds, metric_key_prefix="test"), "test_")
     trained = job.swap.restore() if job.swap else trainer.model
     trainable, total = count_parameters(trained)
-    result = RunResult(run.run_dir, final, hist, trainable, total, round(runtime, 3), test, trained, job.tokenizer)
+    result = RunResult(run.run_dir, final, hist, trainable, total, round(runtime, 3), test, trained, job.tokenizer,
+                       steps=rundir.steps(trainer.state.log_history))
     if is_main_process():   # one writer of the run dir under torchrun/accelerate
-        rundir.save(run, trained, job.tokenizer, result)
+        with term.phase("save", lambda: f"{str(run.run_dir)!r}: {', '.join(rundir.SAVED)}"):
+            rundir.save(run, trained, job.tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
 
@@ -398,7 +405,8 @@ def _streaming_metrics(make):
         acc = holder.get("acc")
         if acc is None:
             acc = holder["acc"] = make()
-        acc.add_batch(eval_pred.predictions, eval_pred.label_ids)
+        # numpy, whatever the Trainer hands over (the same types as Predictor.evaluate)
+        acc.add_batch(progress.to_numpy(eval_pred.predictions), progress.to_numpy(eval_pred.label_ids))
         if compute_result:
             del holder["acc"]
             return acc.compute()

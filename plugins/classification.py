@@ -240,6 +240,17 @@ class TextClassification:
     pipeline_task = "text-classification"
     onnx_output = "logits"
 
+    def metric_definitions(self, state: dict) -> dict:
+        """What each metric measures (model cards); F1's averaging depends on the data."""
+        if state.get("multi_label"):
+            return {"accuracy": "exact-match ratio: rows whose whole label set is predicted exactly",
+                    "f1_micro": "F1 over all (row, label) decisions pooled (micro average), threshold "
+                                "on the sigmoid scores",
+                    "f1_macro": "F1 of each label, averaged with equal weight per label (macro average)"}
+        return {"accuracy": "share of rows whose predicted label is the reference label",
+                "f1": "F1 of each class (one-vs-rest), averaged with equal weight per class "
+                      "(macro average; sklearn average='macro')"}
+
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         import torch
 

@@ -19,7 +19,6 @@ metrics cannot give; :meth:`QuestionAnswering.trainer_class` returns a Trainer w
 from __future__ import annotations
 
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +195,12 @@ class QuestionAnswering:
     main_metric = "f1"
     greater_is_better = True
     example_input = {"question": "Who wrote it?", "context": "It was written by Ada Lovelace in 1843."}
+    pipeline_tag = "question-answering"   # the hub's task tag (model cards)
+    metric_definitions = {
+        "exact_match": "SQuAD exact match, 0-100: share of questions whose predicted answer equals a "
+                       "reference answer after SQuAD normalisation (lower case, no punctuation or articles)",
+        "f1": "SQuAD F1, 0-100: token overlap of the predicted and the best-matching reference answer, "
+              "averaged over questions"}
 
     # -- data ---------------------------------------------------------------
     def check_input(self, row, options: QAOptions) -> None:

@@ -74,6 +74,34 @@ def convert_gguf(gguf: Path) -> Path:
     return target
 
 
+HUB_ID = re.compile(r"(?<![\w./:-])([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*[A-Za-z0-9])(?![\w/])")
+LICENSES = {"mit": "mit", "apache-2.0": "apache-2.0", "apache software license": "apache-2.0",
+            "apache license 2.0": "apache-2.0", "bsd-3-clause": "bsd-3-clause", "cc-by-4.0": "cc-by-4.0"}
+
+
+def _card_license(folder: Path) -> str | None:
+    """``license`` from the front matter of a model folder's README.md (a hub card)."""
+    card = folder / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("---"):
+        return None
+    import yaml
+
+    try:
+        meta = yaml.safe_load(text[3:text.find("\n---", 3)])
+    except yaml.YAMLError:
+        return None
+    value = meta.get("license") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _license_id(text: str | None) -> str | None:
+    return LICENSES.get(text.strip().lower()) if isinstance(text, str) and text.strip() else None
+
+
 class PackageSource:
     """A model shipped inside an installed Python distribution: ``package:NAME``.
 
@@ -114,6 +142,22 @@ class PackageSource:
                              f"and no .gguf checkpoint")
         return str(sorted(folders)[0][2])
 
+    def card_metadata(self, ref: str, resolved: str | None) -> dict:
+        """The hub model a package ships, as the package declares it: the first ``owner/name``
+        in its summary (e.g. "A packaged version of the
+        sentence-transformers/all-MiniLM-L6-v2 model"); the licence from the model folder's
+        own card, else the package's."""
+        dist_name = ref[len("package:"):].strip().partition("/")[0]
+        try:
+            meta = metadata.distribution(dist_name).metadata
+        except metadata.PackageNotFoundError:
+            return {}
+        found = HUB_ID.search(meta.get("Summary") or "")   # the one line a package author writes for it
+        hub_id = found.group(1) if found else None
+        licence = _card_license(Path(resolved)) if resolved else None
+        licence = licence or _license_id(meta.get("License-Expression")) or _license_id(meta.get("License"))
+        return {"base_model": hub_id, "license": licence}
+
 
 class LocalSource:
     name = "local"
@@ -129,6 +173,10 @@ class LocalSource:
         if not path.is_dir() or not _is_model_dir(path):
             raise ModelError(f"{ref!r} is not a model folder (no config.json in it)")
         return str(path)
+
+    def card_metadata(self, ref: str, resolved: str | None) -> dict:
+        """A folder names no hub model; its own card may state the licence."""
+        return {"license": _card_license(Path(resolved or ref).expanduser())}
 
 
 class HubSource:
@@ -161,6 +209,10 @@ class HubSource:
             return snapshot_download(ref)
         except Exception as exc:
             raise ModelError(f"model {ref!r}: download failed: {type(exc).__name__}: {exc}") from None
+
+
+    def card_metadata(self, ref: str, resolved: str | None) -> dict:
+        return {"base_model": ref, "license": _card_license(Path(resolved)) if resolved else None}
 
 
 @hookimpl(trylast=True)

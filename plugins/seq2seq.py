@@ -372,6 +372,12 @@ class Translation(Seq2SeqTask):
     aliases = ("translate", "mt")
     options = TranslationOptions
     main_metric = "chrf"   # more stable than BLEU on small validation sets
+    pipeline_tag = "translation"   # the hub's task tag (model cards)
+    metric_definitions = {
+        "bleu": "corpus BLEU (sacreBLEU defaults, 13a tokenisation), 0-100, on generated text",
+        "bleu_lowercase": "corpus BLEU with both sides lower-cased (what an uncased vocabulary can reach)",
+        "chrf": "corpus chrF (sacreBLEU, character n-grams), 0-100, on generated text",
+        "gen_len": "mean length of the generated outputs in tokens"}
     output_key = "translation_text"
 
     def columns(self, options):
@@ -402,6 +408,13 @@ class Summarization(Seq2SeqTask):
     options = SummarizationOptions
     main_metric = "rougeL"
     output_key = "summary_text"
+    pipeline_tag = "summarization"   # the hub's task tag (model cards)
+    metric_definitions = {
+        "rouge1": "ROUGE-1 F-measure (unigram overlap, Porter stemming), 0-100, on generated text",
+        "rouge2": "ROUGE-2 F-measure (bigram overlap, stemming), 0-100",
+        "rougeL": "ROUGE-L F-measure (longest common subsequence, stemming), 0-100",
+        "rougeLsum": "ROUGE-Lsum F-measure (LCS per sentence, newline-split), 0-100",
+        "gen_len": "mean length of the generated outputs in tokens"}
 
     def columns(self, options):
         return options.text_column, options.summary_column

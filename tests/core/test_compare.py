@@ -12,8 +12,8 @@ from tests.conftest import run_cli
 def test_compare_writes_table_json_and_chart_and_survives_a_failure(tiny_config, tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(tiny_config))
-    out = tmp_path / "cmp"
-    proc = run_cli("compare", config, "--strategies", "full,partial,frozen", "--output", out,
+    out = tmp_path / "run-compare"   # no --output: the config's output_dir + "-compare"
+    proc = run_cli("compare", config, "--strategies", "full,partial,frozen",
                    "--set", "training.logging_steps=1",
                    # per-strategy overrides: one learning rate, and one run that cannot work
                    "--set", "full:training.learning_rate=0.002", "--set", "partial:strategy.layers=5",
@@ -31,6 +31,7 @@ def test_compare_writes_table_json_and_chart_and_survives_a_failure(tiny_config,
     for r in (full, frozen):
         assert r["peak_rss_mb"] > 100 and r["train_runtime_s"] > 0 and r["examples_per_s"] > 0
         assert r["train_examples"] == 64 and r["tokens_per_s"] > r["examples_per_s"]
+        assert type(r["train_tokens"]) is int and r["train_tokens"] > 64   # typed JSON, every strategy
         assert (out / "runs" / r["strategy"] / "model").is_dir()
         assert json.loads((out / "runs" / r["strategy"] / "tunesmith.json").read_text())["strategy"] == r["strategy"]
     assert frozen["feature_cache"] is True and full["feature_cache"] is False
@@ -40,6 +41,8 @@ def test_compare_writes_table_json_and_chart_and_survives_a_failure(tiny_config,
     table = (out / "comparison.md").read_text()
     assert "| full | " in table and "| partial | failed:" in table and "| frozen | " in table
     assert "| precision |" in table and " | fp32 | " in table
+    assert "| learning rate |" in table and "| full | " in table and " | 0.002 | " in table
+    assert result["output"] == str(out) and not (tmp_path / "comparison").exists()
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| full |" in proc.stdout
 
