@@ -394,13 +394,19 @@ class Translation(Seq2SeqTask):
         return "Translate from {source_lang} to {target_lang}.\n{source_lang}: {source}\n{target_lang}:"
 
     def score(self, predictions, references):
-        import sacrebleu
+        return sacrebleu_scores(predictions, references)
 
-        refs = [references]
-        return {"bleu": round(sacrebleu.corpus_bleu(predictions, refs).score, 4),
-                # the uncased-vocabulary effect, measured (see docs/benchmarks.md)
-                "bleu_lowercase": round(sacrebleu.corpus_bleu(predictions, refs, lowercase=True).score, 4),
-                "chrf": round(sacrebleu.corpus_chrf(predictions, refs).score, 4)}
+
+def sacrebleu_scores(predictions: list[str], references: list[str]) -> dict:
+    """Corpus BLEU (cased and lower-cased) and chrF with sacreBLEU, computed locally
+    (no metric download); one reference per prediction. Also used by text-generation."""
+    import sacrebleu
+
+    refs = [references]
+    return {"bleu": round(sacrebleu.corpus_bleu(predictions, refs).score, 4),
+            # the uncased-vocabulary effect, measured (see docs/benchmarks.md)
+            "bleu_lowercase": round(sacrebleu.corpus_bleu(predictions, refs, lowercase=True).score, 4),
+            "chrf": round(sacrebleu.corpus_chrf(predictions, refs).score, 4)}
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -423,19 +429,24 @@ class Summarization(Seq2SeqTask):
         return "Summarize the text in one sentence.\nText: {source}\nSummary:"
 
     def score(self, predictions, references):
-        from rouge_score import rouge_scorer
+        return rouge_scores(predictions, references)
 
-        keys = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-        scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
-        totals = dict.fromkeys(keys, 0.0)
-        for pred, ref in zip(predictions, references):
-            # rougeLsum scores sentence by sentence: one sentence a line, as the HF examples do
-            s = scorer.score("\n".join(_SENTENCE_END.split(ref.strip())),
-                             "\n".join(_SENTENCE_END.split(pred.strip())))
-            for k in keys:
-                totals[k] += s[k].fmeasure
-        n = max(len(predictions), 1)
-        return {k: round(100 * v / n, 4) for k, v in totals.items()}
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+    """Mean ROUGE-1/2/L/Lsum F-measures (0-100) with rouge_score, computed locally."""
+    from rouge_score import rouge_scorer
+
+    keys = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for pred, ref in zip(predictions, references):
+        # rougeLsum scores sentence by sentence: one sentence a line, as the HF examples do
+        s = scorer.score("\n".join(_SENTENCE_END.split(ref.strip())),
+                         "\n".join(_SENTENCE_END.split(pred.strip())))
+        for k in keys:
+            totals[k] += s[k].fmeasure
+    n = max(len(predictions), 1)
+    return {k: round(100 * v / n, 4) for k, v in totals.items()}
 
 
 # ---------------------------------------------------------------------- helpers
