@@ -77,6 +77,9 @@ class _GenerationOptions:
     model_family: typing.Optional[str] = field(default=None, metadata={"help": _FAMILY_HELP})
     prefix: typing.Optional[str] = field(default=None, metadata={"help": _PREFIX_HELP})
     prompt_template: typing.Optional[str] = field(default=None, metadata={"help": _TEMPLATE_HELP})
+    stop: typing.List[str] = field(default_factory=list, metadata={
+        "help": "Decoder-only: cut each generation at the first of these strings (e.g. a newline, "
+                "where a base LM would go on with the next example)."})
 
     def check(self, problems: list[str]) -> None:
         _check_common(self, problems)
@@ -328,7 +331,10 @@ class Seq2SeqTask:
                         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
                         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                                             device=device)
-                        gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
+                        # stop early too, not only cut afterwards (stop_strings needs the tokenizer)
+                        extra = {"stop_strings": list(options.stop), "tokenizer": tokenizer} \
+                            if getattr(options, "stop", None) else {}
+                        gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)[:, width:]
                     else:
                         enc = tokenizer([options.prefix + t for t in texts], truncation=True,
                                         max_length=options.max_source_length, padding=True,
@@ -338,7 +344,7 @@ class Seq2SeqTask:
                     decoded = tokenizer.batch_decode(gen, skip_special_tokens=True,
                                                      clean_up_tokenization_spaces=_wordpiece(tokenizer))
                     for i, text in zip(idx, decoded):
-                        out[i] = text.strip()
+                        out[i] = _cut(text, options.stop if options.model_family == "decoder-only" else ())
         finally:
             model.train(was_training)
         return out
@@ -523,6 +529,17 @@ def _generation_trainer(task):
 def register_tasks(register):
     register(Translation())
     register(Summarization())
+
+
+def _cut(text: str, stop) -> str:
+    """``text`` up to the first stop string, stripped (a base LM's next example cut off;
+    the leading newline of a template that ends with ``:\n`` is not a stop)."""
+    text = text.strip()
+    for s in stop or ():
+        pos = text.find(s)
+        if pos >= 0:
+            text = text[:pos]
+    return text.strip()
 
 
 def _wordpiece(tokenizer) -> bool:

@@ -130,14 +130,15 @@ TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] 
 
 
 def make_tiny_causal_lm(folder: Path, vocab: Path, chat_template: str | None = TINY_CHAT_TEMPLATE) -> Path:
-    """A 2-layer, hidden-32 random Qwen2 causal LM whose tokenizer has an EOS token
-    ([SEP]) and, unless ``chat_template=None``, a chat template."""
+    """A 2-layer, hidden-32 random Llama causal LM whose tokenizer has an EOS token
+    ([SEP]) and, unless ``chat_template=None``, a chat template. (Llama, not Qwen2: for a
+    qwen2 config AutoTokenizer would read the WordPiece files as a Qwen2 BPE tokenizer.)"""
     import torch
-    from transformers import BertTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
 
     words = vocab.read_text(encoding="utf-8").split("\n")[:-1]
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
                                  max_position_embeddings=512, pad_token_id=0, bos_token_id=2,
                                  eos_token_id=3, tie_word_embeddings=False)).save_pretrained(folder)
