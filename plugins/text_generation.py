@@ -226,6 +226,7 @@ class TextGeneration:
     def _pair_ids(self, tokenizer, prompt, completion: str, options) -> tuple[list[int], list[int]]:
         prompt_ids = self.prompt_ids(tokenizer, prompt, options)
         if options.chat_template:
+            _need_trl()
             from trl.data_utils import common_prefix_length
 
             full = _ids(tokenizer.apply_chat_template(
@@ -252,6 +253,7 @@ class TextGeneration:
             refs.append(completion)
         columns = {"input_ids": ids, "labels": labels}
         if train and options.packing:
+            _need_trl()
             import datasets
             from trl.data_utils import pack_dataset
 
@@ -420,6 +422,15 @@ class TextGeneration:
 
 # ---------------------------------------------------------------------- helpers
 
+def _need_trl() -> None:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        from tunesmith import ConfigError
+
+        raise ConfigError(["task text-generation needs TRL: pip install 'tunesmith[sft]'"]) from None
+
+
 def _ids(rendered) -> list[int]:
     """``apply_chat_template(tokenize=True)`` returns ids or (transformers 5) an encoding."""
     if isinstance(rendered, dict) or hasattr(rendered, "keys"):
@@ -478,6 +489,7 @@ class _Collator:
     task options, which the generation trainer reads."""
 
     def __init__(self, pad_id, options):
+        _need_trl()
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
         self.options = options
