@@ -225,7 +225,7 @@ def test_decoder_only_translation_stops_at_stop_strings(tiny_models, pairs, tmp_
     """A base LM (e.g. Gemma 3 270M, examples/translation-gemma.yaml) would go on with the
     next example after its translation; data.stop cuts it there, in training's metrics and
     in predict after reload alike."""
-    cfg = _config(tiny_models["llama"], pairs, tmp_path / "run", "lora", epochs=12)
+    cfg = _config(tiny_models["llama"], pairs, tmp_path / "run", "full", epochs=12)   # memorises (above)
     cfg["data"]["stop"] = [" film"]
     result = train(cfg, quiet=True)
     predictor = Predictor(tmp_path / "run")
