@@ -77,6 +77,9 @@ class _GenerationOptions:
     model_family: typing.Optional[str] = field(default=None, metadata={"help": _FAMILY_HELP})
     prefix: typing.Optional[str] = field(default=None, metadata={"help": _PREFIX_HELP})
     prompt_template: typing.Optional[str] = field(default=None, metadata={"help": _TEMPLATE_HELP})
+    stop: typing.List[str] = field(default_factory=list, metadata={
+        "help": "Decoder-only: cut each generation at the first of these strings (e.g. a newline, "
+                "where a base LM would go on with the next example)."})
 
     def check(self, problems: list[str]) -> None:
         _check_common(self, problems)
@@ -322,14 +325,18 @@ class Seq2SeqTask:
                 # left padding: every prompt ends where generation starts
                 ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-                gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
+                # stop early too, not only cut afterwards (stop_strings needs the tokenizer)
+                extra = {"stop_strings": list(options.stop), "tokenizer": tokenizer} \
+                    if getattr(options, "stop", None) else {}
+                gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)[:, width:]
             else:
                 enc = tokenizer([options.prefix + t for t in texts], truncation=True,
                                 max_length=options.max_source_length, padding=True, return_tensors="pt").to(device)
                 gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
             decoded = tokenizer.batch_decode(gen, skip_special_tokens=True,
                                              clean_up_tokenization_spaces=_wordpiece(tokenizer))
-            return [text.strip() for text in decoded]
+            stops = getattr(options, "stop", ()) if options.model_family == "decoder-only" else ()
+            return [_cut(text, stops) for text in decoded]
 
         return in_batches(model, list(sources), batch_size, run)
 
@@ -390,13 +397,19 @@ class Translation(Seq2SeqTask):
         return "Translate from {source_lang} to {target_lang}.\n{source_lang}: {source}\n{target_lang}:"
 
     def score(self, predictions, references):
-        import sacrebleu
+        return sacrebleu_scores(predictions, references)
 
-        refs = [references]
-        return {"bleu": round(sacrebleu.corpus_bleu(predictions, refs).score, 4),
-                # the uncased-vocabulary effect, measured (see docs/benchmarks.md)
-                "bleu_lowercase": round(sacrebleu.corpus_bleu(predictions, refs, lowercase=True).score, 4),
-                "chrf": round(sacrebleu.corpus_chrf(predictions, refs).score, 4)}
+
+def sacrebleu_scores(predictions: list[str], references: list[str]) -> dict:
+    """Corpus BLEU (cased and lower-cased) and chrF with sacreBLEU, computed locally
+    (no metric download); one reference per prediction. Also used by text-generation."""
+    import sacrebleu
+
+    refs = [references]
+    return {"bleu": round(sacrebleu.corpus_bleu(predictions, refs).score, 4),
+            # the uncased-vocabulary effect, measured (see docs/benchmarks.md)
+            "bleu_lowercase": round(sacrebleu.corpus_bleu(predictions, refs, lowercase=True).score, 4),
+            "chrf": round(sacrebleu.corpus_chrf(predictions, refs).score, 4)}
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -426,19 +439,24 @@ class Summarization(Seq2SeqTask):
         return "Summarize the text in one sentence.\nText: {source}\nSummary:"
 
     def score(self, predictions, references):
-        from rouge_score import rouge_scorer
+        return rouge_scores(predictions, references)
 
-        keys = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-        scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
-        totals = dict.fromkeys(keys, 0.0)
-        for pred, ref in zip(predictions, references):
-            # rougeLsum scores sentence by sentence: one sentence a line, as the HF examples do
-            s = scorer.score("\n".join(_SENTENCE_END.split(ref.strip())),
-                             "\n".join(_SENTENCE_END.split(pred.strip())))
-            for k in keys:
-                totals[k] += s[k].fmeasure
-        n = max(len(predictions), 1)
-        return {k: round(100 * v / n, 4) for k, v in totals.items()}
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+    """Mean ROUGE-1/2/L/Lsum F-measures (0-100) with rouge_score, computed locally."""
+    from rouge_score import rouge_scorer
+
+    keys = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for pred, ref in zip(predictions, references):
+        # rougeLsum scores sentence by sentence: one sentence a line, as the HF examples do
+        s = scorer.score("\n".join(_SENTENCE_END.split(ref.strip())),
+                         "\n".join(_SENTENCE_END.split(pred.strip())))
+        for k in keys:
+            totals[k] += s[k].fmeasure
+    n = max(len(predictions), 1)
+    return {k: round(100 * v / n, 4) for k, v in totals.items()}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -515,6 +533,17 @@ def _generation_trainer(task):
 def register_tasks(register):
     register(Translation())
     register(Summarization())
+
+
+def _cut(text: str, stop) -> str:
+    """``text`` up to the first stop string, stripped (a base LM's next example cut off;
+    the leading newline of a template that ends with ``:\n`` is not a stop)."""
+    text = text.strip()
+    for s in stop or ():
+        pos = text.find(s)
+        if pos >= 0:
+            text = text[:pos]
+    return text.strip()
 
 
 def _wordpiece(tokenizer) -> bool:

@@ -122,3 +122,52 @@ def summarization_small(tmp_path_factory) -> dict:
     src = SHARED_DATA / "summarization"
     return {"train": write_jsonl(d / "train.jsonl", read_jsonl(src / "train.jsonl", 16)),
             "validation": write_jsonl(d / "validation.jsonl", read_jsonl(src / "validation.jsonl", 6))}
+
+
+# a chat template the tiny WordPiece tokenizer can render: "role : content [SEP]" turns
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} [SEP] {% endfor %}"
+                      "{% if add_generation_prompt %}assistant :{% endif %}")
+
+
+def make_tiny_causal_lm(folder: Path, vocab: Path, chat_template: str | None = TINY_CHAT_TEMPLATE) -> Path:
+    """A 2-layer, hidden-32 random Llama causal LM whose tokenizer has an EOS token
+    ([SEP]) and, unless ``chat_template=None``, a chat template. (Llama, not Qwen2: for a
+    qwen2 config AutoTokenizer would read the WordPiece files as a Qwen2 BPE tokenizer.)"""
+    import torch
+    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
+
+    words = vocab.read_text(encoding="utf-8").split("\n")[:-1]
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+                                 max_position_embeddings=512, pad_token_id=0, bos_token_id=2,
+                                 eos_token_id=3, tie_word_embeddings=False)).save_pretrained(folder)
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    tok.eos_token = "[SEP]"
+    if chat_template:
+        tok.chat_template = chat_template
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm(tmp_path_factory, tiny_vocab) -> Path:
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-chat-lm"), tiny_vocab)
+
+
+def textgen_rows(n: int, offset: int = 0) -> list[dict]:
+    """Prompt → completion rows a tiny model learns in a few steps: the completion is the
+    prompt's adjective, said twice."""
+    adjectives = ["good", "bad", "funny", "dull", "warm", "cold"]
+    nouns = ["film", "movie", "story", "plot"]
+    return [{"prompt": f"the {nouns[i % 4]} was {adjectives[(i // 4) % 6]}",
+             "completion": f"{adjectives[(i // 4) % 6]} {adjectives[(i // 4) % 6]}"}
+            for i in range(offset, offset + n)]
+
+
+@pytest.fixture(scope="session")
+def textgen_small(tmp_path_factory) -> dict:
+    """24 training and 8 validation prompt → completion rows."""
+    d = tmp_path_factory.mktemp("textgen")
+    return {"train": write_jsonl(d / "train.jsonl", textgen_rows(24)),
+            "validation": write_jsonl(d / "validation.jsonl", textgen_rows(8, 24))}

@@ -32,6 +32,12 @@ SAMPLES = {
                     [({"source": "a dog runs", "target": ""}, "target"), ({"target": "ein Hund"}, "source")]),
     "summarization": ("tiny_bert", "summarization_small",
                       [({"document": "a long text", "summary": 3}, "summary"), ({"summary": "x"}, "document")]),
+    # a tiny random Llama decoder whose tokenizer has a chat template
+    "text-generation": ("tiny_chat_lm", "textgen_small",
+                        [({"prompt": "the film was good", "completion": 3}, "completion"),
+                         ({"completion": "good"}, "prompt"),
+                         ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "x"}]},
+                          "messages[1].role")]),
 }
 
 

