@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import RunDirError, TunesmithError
+from .protocols import member
 
 ATOL = 1e-4
 FORMATS = ("hf", "onnx")
@@ -54,16 +55,16 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
     if predictor is None and format == "hf":
         _refuse_mean_pooling(Path(run_dir) / "model" / "config.json")   # before the model loads
     # float32: the exported graph / weights must not carry an autocast wrapper
-    if predictor is None or getattr(predictor, "precision", "fp32") != "fp32":
+    if predictor is None or getattr(predictor, "precision", "fp32") != "fp32":   # an onnx Predictor has none
         predictor = Predictor(run_dir, plugins=plugins, precision="fp32")
     task = predictor.task
-    if format == "onnx" and not getattr(task, "onnx_output", None):
+    if format == "onnx" and not member(task, "onnx_output"):
         raise ExportError(f"task {task.name!r} does not support ONNX export: its model does not map token ids "
                           "to one output tensor (use --format hf)")
     if parity.kind_of(task) is None:
         raise ExportError(f"task {task.name!r} has no export parity check, so tunesmith cannot show that the "
                           "export reproduces its predictions; use the run with tunesmith (predict / serve)")
-    model = merged_model(predictor.model)
+    model = merged_model(predictor.model, _strategy(predictor))
     if format == "hf" and getattr(model.config, "tunesmith_pooling", None) == "mean":
         raise ExportError(MEAN_POOLING_REFUSAL)
     rows, _ = parity.validation_rows(predictor, parity_data)   # fail early if they are missing
@@ -71,7 +72,7 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
         tokenizer = predictor.tokenizer
-        max_length = getattr(predictor.options, "max_length", None)
+        max_length = member(predictor.options, "max_length")
         if max_length:
             # pipelines truncate (truncation=True) at model_max_length: make it training's limit
             tokenizer.model_max_length = max_length
@@ -176,16 +177,17 @@ def quantize_int8(path: Path, predictor) -> dict:
             "size_ratio": round(float_bytes / int8_bytes, 2)}
 
 
-def merged_model(model):
-    """The plain transformers model: peft adapters merged in (modules_to_save, e.g. the
-    classifier head, become ordinary modules), anything else unchanged."""
-    try:
-        from peft import PeftModel
-    except ImportError:   # pragma: no cover - peft is a core dependency
-        return model
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    return model.eval()
+def merged_model(model, strategy=None):
+    """The plain transformers model: the strategy's ``merge_model`` (adapters merged in),
+    anything else unchanged."""
+    merge = member(strategy, "merge_model")
+    return (merge(model) if merge else model).eval()
+
+
+def _strategy(predictor):
+    """The strategy that trained the run (its registry object), or None if unknown."""
+    name = predictor.manifest.get("strategy")
+    return predictor.plugins.registry.strategies[name].obj if name in predictor.plugins.registry.strategies else None
 
 
 def _sample_texts(predictor) -> list:
@@ -207,7 +209,7 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
     import torch
 
     options = predictor.options
-    max_length = getattr(options, "max_length", 512)
+    max_length = member(options, "max_length") or 512
     enc = tokenizer(_sample_texts(predictor)[:3], padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt")
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
@@ -254,11 +256,11 @@ def model_card(predictor, format: str, quantize: str | None = None) -> str:
 
     meta = predictor.metadata()
     task = predictor.task
-    pipeline_task = getattr(task, "pipeline_task", None) or task.name
+    pipeline_task = member(task, "pipeline_task") or task.name
     metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                          for k, v in meta["metrics"].items()) or "| (none) | |"
     kind = kind_of(task)
-    if format == "hf" and kind == "classification":
+    if format == "hf" and kind == "labels":
         how = f"""```python
 from transformers import pipeline
 
@@ -266,7 +268,7 @@ pipe = pipeline("{pipeline_task}", model="PATH/TO/THIS/FOLDER")
 pipe(["an example input"], truncation=True)   # truncation=True cuts at {meta['options'].get('max_length')} tokens, as in training
 ```"""
     elif format == "hf":
-        auto = hf_auto_class(merged_model(predictor.model)) or "AutoModel"
+        auto = hf_auto_class(merged_model(predictor.model, _strategy(predictor))) or "AutoModel"
         use = ("model.generate(**tok(texts, return_tensors='pt', padding=True))   "
                "# decoding settings: generation_config.json" if kind == "generation"
                else "model(**tok(question, context, return_tensors='pt'))   # start_logits / end_logits")
@@ -303,7 +305,7 @@ tags: [tunesmith, {task.name}, {meta['strategy']}]
 # {task.name} model exported by tunesmith ({format})
 
 - **Base model:** `{meta['model']}`
-- **Fine-tuning strategy:** `{meta['strategy']}`{" (LoRA merged into the weights)" if meta['strategy'] == 'lora' else ""}
+- **Fine-tuning strategy:** `{meta['strategy']}`{" (adapter merged into the weights)" if member(_strategy(predictor), "merge_model") else ""}
 - **Labels:** {", ".join(f"`{x}`" for x in labels) if labels else "n/a"}
 - **Exported from:** `{predictor.run_dir}` (trained {meta.get('trained_at')})
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from .checkpoints import weights_sha256
 from .data import describe
 from .errors import RunDirError
+from .protocols import member
 
 MANIFEST, METRICS, MODEL, CARD, CURVES = "tunesmith.json", "metrics.json", "model", "README.md", "curves.png"
 LIBRARIES = ("tunesmith", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "pluggy")
@@ -156,7 +157,11 @@ def save(run, model, tokenizer, result) -> None:
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".model-"))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save = member(run.strategy, "save_model")
+        if save is not None:
+            save(model, tmp, run.model_path)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         final = run_dir / MODEL
         if final.exists():

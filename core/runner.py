@@ -20,6 +20,7 @@ from . import checkpoints, data, featurecache, lifecycle, precision, prepcache, 
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted
 from .manager import Plugins, load_plugins
+from .protocols import member
 
 
 @dataclass
@@ -54,7 +55,7 @@ class RunResult:
 
 
 def main_metric(task, state: dict) -> str:
-    pick = getattr(task, "main_metric_for", None)
+    pick = member(task, "main_metric_for")
     return pick(state) if pick else task.main_metric
 
 
@@ -268,8 +269,8 @@ def _train(run, trainer_model, tokenizer, args, train_ds, eval_ds, test_ds, coll
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     stop: dict = {}
     callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
-    trainer_cls = getattr(task, "trainer_class", None)
-    trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
+    trainer_cls = member(task, "trainer_class")
+    trainer = (trainer_cls(opts, extra_metrics) if trainer_cls else transformers.Trainer)(
         model=trainer_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, processing_class=tokenizer,
         compute_metrics=compute, callbacks=callbacks)
@@ -327,7 +328,7 @@ def choose_precision(run: Run) -> dict:
     ``mixed_precision_unsafe`` attribute; ``auto`` then trains in float32."""
     cfg = run.config
     requested = cfg.training.precision
-    unsafe = getattr(run.strategy, "mixed_precision_unsafe", None) or getattr(run.task, "mixed_precision_unsafe", None)
+    unsafe = member(run.strategy, "mixed_precision_unsafe") or member(run.task, "mixed_precision_unsafe")
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main_process() else (lambda msg: None)
     try:
         used, why = precision.choose(requested, "cuda" if _has_accelerator() else "cpu", unsafe=unsafe,

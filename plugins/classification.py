@@ -239,6 +239,7 @@ class TextClassification:
     # model, and that its forward maps input ids to logits (exportable to ONNX)
     pipeline_task = "text-classification"
     onnx_output = "logits"
+    parity_check = "labels"   # export: the pipeline's label scores compared row by row
 
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         import torch

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 
 from tunesmith import ConfigError, hookimpl
+from tunesmith.protocols import member
 
 log = logging.getLogger("tunesmith")
 
@@ -22,7 +23,7 @@ def head_module_names(model, task=None, adapter: bool = False) -> list[str]:
     """Names (as in ``named_modules``) of the task-head modules. A task may say itself with
     ``task.head_module_names(model, adapter)`` (generation tasks: bert2bert's new
     cross-attention; ``adapter`` asks what a LoRA adapter must train and save)."""
-    hook = getattr(task, "head_module_names", None)
+    hook = member(task, "head_module_names")
     if hook is not None:
         return hook(model, adapter)
     base = model.base_model
@@ -85,6 +86,7 @@ class NoOptions:
 class Full:
     name = "full"
     description = "Train every parameter."
+    default = True   # what a config without strategy.name trains with
     options = NoOptions
     default_learning_rate = 5e-5
 
@@ -111,7 +113,7 @@ class Partial:
 
     def apply(self, model, task, options):
         # a task may pick the stack (generation tasks: the decoder's blocks)
-        stack_name, stack = getattr(task, "layer_stack", layer_stack)(model)
+        stack_name, stack = (member(task, "layer_stack") or layer_stack)(model)
         if options.layers > len(stack):
             raise ConfigError([f"strategy.layers={options.layers} but {type(model).__name__} has "
                                f"only {len(stack)} layers"])
@@ -219,7 +221,7 @@ class Lora:
 
         # the head must train and be saved (modules_to_save), or a reloaded model is random
         heads = head_module_names(model, task, adapter=True)
-        task_targets = getattr(task, "lora_target_modules", None)
+        task_targets = member(task, "lora_target_modules")
         targets = options.target_modules or (task_targets and task_targets(model)) or default_lora_targets(model)
         try:
             config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
@@ -227,6 +229,24 @@ class Lora:
             return get_peft_model(model, config)
         except ValueError as exc:
             raise ConfigError([f"strategy 'lora' cannot adapt {type(model).__name__}: {exc}"]) from None
+
+    def load_model(self, model_dir, build):
+        """An adapter folder: rebuild the base model with the task head, then load the
+        adapter and the saved head (modules_to_save) over it."""
+        from pathlib import Path
+
+        if not (Path(model_dir) / "adapter_config.json").is_file():
+            return build(model_dir)   # e.g. a merged copy
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(build(), str(model_dir))
+
+    def merge_model(self, model):
+        """The plain transformers model: the adapters merged into the weights
+        (modules_to_save, e.g. the classifier head, become ordinary modules)."""
+        from peft import PeftModel
+
+        return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
 @hookimpl(trylast=True)
