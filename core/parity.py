@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DataError, TunesmithError
+from .protocols import member
 
 PARITY_ROWS = 200
 SCORE_ATOL = 1e-4            # float exports: every label equal, scores within this
@@ -35,8 +36,6 @@ class ParityError(TunesmithError):
 def kind_of(task) -> str | None:
     """Which parity check applies to ``task`` (its declared ``parity_check``): labels,
     spans, generation or None."""
-    from .protocols import member
-
     kind = member(task, "parity_check")
     return kind if kind in ("labels", "spans", "generation") else None
 
@@ -188,7 +187,7 @@ def _generation(predictor, folder, rows) -> dict:
     job = {"mode": "generate", "folder": str(folder), "batch_size": batch_size,
            "kind": "CausalLM" if decoder_only else "Seq2SeqLM",
            "sort_keys": [len(s) for s in sources],   # the same length-sorted batches as predict
-           "left_padded_ids": decoder_only, "max_source_length": getattr(options, "max_source_length", None),
+           "left_padded_ids": decoder_only, "max_source_length": member(options, "max_source_length"),
            "clean_up_tokenization_spaces": type(getattr(backend, "model", None)).__name__ == "WordPiece",
            "inputs": [task._prompt_ids(tok, s, options) for s in sources] if decoder_only
            else [options.prefix + s for s in sources]}

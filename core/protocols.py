@@ -91,26 +91,28 @@ class Member:
     purpose: str     # one line; the table in docs/plugins.md shows it
 
 
-def _required(kind: str, protocol) -> list[Member]:
-    """The protocol's own members, in declaration order, with their first docstring line."""
-    names = list(getattr(protocol, "__annotations__", {}))
-    names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
-    out = []
-    for n in names:
-        doc = getattr(vars(protocol).get(n), "__doc__", None)
-        out.append(Member(kind, n, REQUIRED, (doc or "").strip().split("\n")[0] or _FIELDS.get(n, "")))
-    return out
-
-
-_FIELDS = {"name": "the name configs use (a lower-case slug), unique across plugins",
-           "options": "the dataclass of its options (every field with a default)",
-           "main_metric": "the metrics key that picks the best checkpoint",
-           "greater_is_better": "whether a larger main metric is better",
-           "default_learning_rate": "training.learning_rate when the config leaves it unset",
-           "description": "one line shown by `tunesmith plugins`"}
+_NAME = "the name configs use (a lower-case slug), unique across plugins"
+_OPTIONS = "the dataclass of its options (every field with a default), validated with the config"
+_DESCRIPTION = "one line shown by `tunesmith plugins`"
 
 MEMBERS: tuple[Member, ...] = (
-    *_required("task", Task),
+    Member("task", "name", REQUIRED, "`task:` in the config; " + _NAME),
+    Member("task", "options", REQUIRED, "data.*: " + _OPTIONS),
+    Member("task", "main_metric", REQUIRED, "the metrics key that picks the best checkpoint"),
+    Member("task", "greater_is_better", REQUIRED, "whether a larger main metric is better"),
+    Member("task", "check_batch", REQUIRED, "`check_batch(batch, options, state=None)`: raise RowError(field, "
+                                            "message, row=i) for an unusable row of a datasets batch"),
+    Member("task", "setup", REQUIRED, "`setup(dataset, options) -> dict`: JSON state (label names, ...) from "
+                                      "the training Dataset, saved in the manifest"),
+    Member("task", "build_model", REQUIRED, "`build_model(model_path, tokenizer, state, options, load_kwargs)`: "
+                                            "backbone + task head, from_pretrained(model_path, **load_kwargs)"),
+    Member("task", "encode_batch", REQUIRED, "`encode_batch(batch, tokenizer, state, options, train[, indices])"
+                                             " -> dict`: encoded columns (model inputs, labels, length)"),
+    Member("task", "collator", REQUIRED, "`collator(tokenizer, options)`: dynamic padding"),
+    Member("task", "metrics", REQUIRED, "`metrics(state, options, modules)`: an accumulator with "
+                                        "add_batch(logits, labels) and compute() -> dict"),
+    Member("task", "predict", REQUIRED, "`predict(model, tokenizer, inputs, state, options, batch_size)`: "
+                                        "one JSON answer per input; RowError for a bad input"),
     Member("task", "aliases", (), "more names for `task:` (unique across plugins)"),
     Member("task", "main_metric_for", None, "`main_metric_for(state) -> str`: the main metric when it depends "
                                             "on the data (multi-label F1)"),
@@ -141,8 +143,12 @@ MEMBERS: tuple[Member, ...] = (
                                          "labels (a pipeline of pipeline_task), spans (start/end logits) or "
                                          "generation (generate() text under output_key); None: no export"),
     Member("task", "output_key", None, "generation tasks: the key of the generated text in each answer"),
-    *_required("strategy", Strategy),
-    Member("strategy", "description", "", "one line shown by `tunesmith plugins`"),
+    Member("strategy", "name", REQUIRED, "`strategy.name` in the config; " + _NAME),
+    Member("strategy", "options", REQUIRED, "strategy.*: " + _OPTIONS),
+    Member("strategy", "default_learning_rate", REQUIRED, "training.learning_rate when the config leaves it unset"),
+    Member("strategy", "apply", REQUIRED, "`apply(model, task, options) -> model`: freeze parameters or wrap "
+                                          "the model (e.g. with peft)"),
+    Member("strategy", "description", "", _DESCRIPTION),
     Member("strategy", "default", False, "the strategy a config without strategy.name trains with "
                                          "(one registered strategy sets it)"),
     Member("strategy", "mixed_precision_unsafe", None, "why the strategy loses accuracy in bf16/fp16"),
@@ -159,7 +165,12 @@ MEMBERS: tuple[Member, ...] = (
                                                 "options.generation"),
     Member("options", "max_length", None, "longest input in tokens (serve and export cut inputs there)"),
     Member("options", "max_source_length", None, "generation tasks: longest source in tokens"),
-    *_required("model source", ModelSource),
+    Member("model source", "name", REQUIRED, _NAME),
+    Member("model source", "description", REQUIRED, _DESCRIPTION),
+    Member("model source", "matches", REQUIRED, "`matches(ref) -> bool`: whether it understands the model "
+                                                "reference"),
+    Member("model source", "resolve", REQUIRED, "`resolve(ref) -> str`: a folder or hub id from_pretrained "
+                                                "loads; raise ModelError if not"),
 )
 
 _DEFAULTS: dict[str, Any] = {}

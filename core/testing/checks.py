@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from ..errors import RowError, TunesmithError
 from ..manager import Plugins, hookimpl, load_plugins
-from ..protocols import Strategy, Task
+from ..protocols import Strategy, Task, member
 from .models import write_jsonl
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -134,7 +134,7 @@ def check_registers(kind: str, name: str, plugins: Plugins | None = None):
     except TypeError as exc:
         raise AssertionError(f"{kind} {name!r}: every option needs a default ({exc})") from None
     if kind == "task":
-        for alias in getattr(obj, "aliases", ()):
+        for alias in member(obj, "aliases"):
             assert registry.aliases.get(alias) == name, f"alias {alias!r} of {name!r} is not registered"
         assert isinstance(obj.main_metric, str) and obj.main_metric, f"task {name!r}: main_metric must be a name"
     else:
