@@ -230,6 +230,34 @@ class Lora:
         except ValueError as exc:
             raise ConfigError([f"strategy 'lora' cannot adapt {type(model).__name__}: {exc}"]) from None
 
+    def save_model(self, model, folder, base):
+        """The adapter and its trained head, plus a portable base: ``folder/base`` holds the
+        base checkpoint's weight files (hard links where the file system allows, else
+        copies) and the task model's config with the label names, and the adapter refers
+        to it as ``model/base``, relative to the run directory. So peft alone
+        (``AutoPeftModelFor...from_pretrained("model")`` run in the run directory)
+        rebuilds the model with the real labels, and no absolute path (a virtualenv's)
+        is recorded."""
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        model.save_pretrained(folder, safe_serialization=True)
+        source = Path(base) if base else None
+        weights = sorted(p for p in source.iterdir() if _weight_file(p.name)) if source and source.is_dir() else []
+        if not weights:
+            return   # a hub id or a base assembled in memory (bert2bert): nothing to point at portably
+        target = folder / "base"
+        target.mkdir()
+        for path in weights:
+            _link_or_copy(path.resolve(), target / path.name)
+        model.get_base_model().config.save_pretrained(target)   # labels (id2label / label2id)
+        config_path = folder / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        # saved into a temporary folder that the core renames to the run directory's model/
+        config["base_model_name_or_path"] = "model/base"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
     def load_model(self, model_dir, build):
         """An adapter folder: rebuild the base model with the task head, then load the
         adapter and the saved head (modules_to_save) over it."""
@@ -247,6 +275,21 @@ class Lora:
         from peft import PeftModel
 
         return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def _weight_file(name: str) -> bool:
+    return (name.startswith("model") and ".safetensors" in name) or \
+        (name.startswith("pytorch_model") and ".bin" in name)
+
+
+def _link_or_copy(source, target) -> None:
+    import os
+    import shutil
+
+    try:
+        os.link(source, target)   # same file system: no second copy of the weights
+    except OSError:
+        shutil.copy2(source, target)
 
 
 @hookimpl(trylast=True)
