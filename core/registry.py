@@ -9,6 +9,23 @@ from .errors import ConfigError, PluginError, UnknownNameError
 from .protocols import member, near_miss
 
 
+# optional task methods whose parameters plugin API 2 changed: they now receive what they need
+SIGNATURES = {"trainer_class": ("options", "modules"),
+              "evaluate": ("model", "tokenizer", "dataset", "state", "options", "batch_size", "modules")}
+
+
+def _accepts(fn, params) -> bool:
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(*params)
+    except TypeError:
+        return False
+    except ValueError:   # no signature (a builtin): trust it
+        return True
+    return True
+
+
 @dataclass
 class Entry:
     kind: str           # "task", "strategy", "metric", "model source"
@@ -44,6 +61,11 @@ class Registry:
                                             f"(it defines {' and '.join(v1)}, not check_batch and "
                                             "encode_batch); this tunesmith needs plugin API 2: see "
                                             "docs/plugins.md, 'Plugin API 2'")
+        for name, params in SIGNATURES.items():   # members whose parameters changed in API 2
+            fn = member(entry.obj, name)
+            if callable(fn) and not _accepts(fn, params):
+                raise PluginError(entry.plugin, f"task {entry.name!r}: {name} must take ({', '.join(params)}) "
+                                                "in tunesmith plugin API 2: see docs/plugins.md, 'Plugin API 2'")
         for alias in (entry.name, *member(entry.obj, "aliases")):
             if alias in self.aliases or (alias != entry.name and alias in self.tasks):
                 owner = self.tasks[self.aliases.get(alias, alias)]

@@ -355,3 +355,25 @@ def test_default_strategy_is_declared_by_the_strategy(tmp_path):
     cfg = load_config({"task": "classification", "model": "m", "output_dir": str(tmp_path / "o"),
                        "data": {"train": str(data), "validation": str(data)}}, registry=reg)
     assert cfg.strategy.name == "full" and cfg.to_dict()["strategy"]["name"] == "full"
+
+
+def test_api1_trainer_class_signature_is_refused_naming_the_plugin():
+    from tunesmith.plugins.classification import TextClassification
+
+    class Old(TextClassification):
+        name, aliases = "old-style", ()
+
+        def trainer_class(self):   # API 1: no options, no modules
+            import transformers
+            return transformers.Trainer
+
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(Old())
+
+    plugins = load_plugins()
+    plugins.add(Plugin(), "old-plugin")
+    with pytest.raises(PluginError, match=r"plugin 'old-plugin': task 'old-style': trainer_class must take "
+                                          r"\(options, modules\) in tunesmith plugin API 2"):
+        plugins.registry
