@@ -218,9 +218,11 @@ def build_registry(plugins: Plugins) -> Registry:
                        ("register_strategies", thing("strategy", reg.add_strategy)),
                        ("register_model_sources", thing("model source", reg.add_model_source)),
                        ("register_metrics", metric)):
-        for impl in reversed(getattr(plugins.pm.hook, hook).get_hookimpls()):   # pluggy's call order
+        impls = getattr(plugins.pm.hook, hook).get_hookimpls()
+        plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]   # wrappers wrap every plugin's call
+        for impl in reversed(plain):   # pluggy's call order
             info = plugins.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "unknown", "", "")
-            others = [p for n, p in plugins.pm.list_name_plugin() if n != impl.plugin_name]
+            others = [i.plugin for i in plain if i.plugin_name != impl.plugin_name]
             caller = plugins.pm.subset_hook_caller(hook, remove_plugins=others)
             try:
                 caller(register=bind(info))

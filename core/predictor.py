@@ -91,8 +91,9 @@ class Predictor:
                 path = registry.model_source_for(ref).resolve(ref)
             return self.task.build_model(str(path), tokenizer, self.state, self.options, kwargs)
 
-        strategy = registry.strategy(self.manifest["strategy"]) if self.manifest.get("strategy") else None
-        load = member(strategy, "load_model")
+        # the strategy that saved the folder reloads it; one no longer installed: the task builds it
+        entry = registry.strategies.get(self.manifest.get("strategy"))
+        load = member(entry.obj, "load_model") if entry else None
         return (load(model_dir, build) if load else build(model_dir)), tokenizer
 
     def predict(self, inputs: list, batch_size: int = 32) -> list:
