@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from ..errors import RunDirError, TunesmithError
+from ..protocols import member
 from ..util import atomic_dir
 
 ATOL = 1e-4
@@ -54,23 +55,23 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
     if predictor is None and format == "hf":
         _refuse_mean_pooling(Path(run_dir) / "model" / "config.json")   # before the model loads
     # float32: the exported graph / weights must not carry an autocast wrapper
-    if predictor is None or getattr(predictor, "precision", "fp32") != "fp32":
+    if predictor is None or getattr(predictor, "precision", "fp32") != "fp32":   # an onnx Predictor has none
         predictor = Predictor(run_dir, plugins=plugins, precision="fp32")
     task = predictor.task
-    if format == "onnx" and not getattr(task, "onnx_output", None):
+    if format == "onnx" and not member(task, "onnx_output"):
         raise ExportError(f"task {task.name!r} does not support ONNX export: its model does not map token ids "
                           "to one output tensor (use --format hf)")
     if parity.kind_of(task) is None:
         raise ExportError(f"task {task.name!r} has no export parity check, so tunesmith cannot show that the "
                           "export reproduces its predictions; use the run with tunesmith (predict / serve)")
-    model = merged_model(predictor.model)
+    model = merged_model(predictor.model, _strategy(predictor))
     if format == "hf" and getattr(model.config, "tunesmith_pooling", None) == "mean":
         raise ExportError(MEAN_POOLING_REFUSAL)
     rows, _ = parity.validation_rows(predictor, parity_data)   # fail early if they are missing
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp:
         tokenizer = predictor.tokenizer
-        max_length = getattr(predictor.options, "max_length", None)
+        max_length = member(predictor.options, "max_length")
         if max_length:
             # pipelines truncate (truncation=True) at model_max_length: make it training's limit
             tokenizer.model_max_length = max_length
@@ -190,16 +191,17 @@ def first_block_nodes(model) -> list[str]:
     return blocks[min(blocks)] if blocks else []
 
 
-def merged_model(model):
-    """The plain transformers model: peft adapters merged in (modules_to_save, e.g. the
-    classifier head, become ordinary modules), anything else unchanged."""
-    try:
-        from peft import PeftModel
-    except ImportError:   # pragma: no cover - peft is a core dependency
-        return model
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    return model.eval()
+def merged_model(model, strategy=None):
+    """The plain transformers model: the strategy's ``merge_model`` (adapters merged in),
+    anything else unchanged."""
+    merge = member(strategy, "merge_model")
+    return (merge(model) if merge else model).eval()
+
+
+def _strategy(predictor):
+    """The strategy that trained the run (its registry object), or None if unknown."""
+    name = predictor.manifest.get("strategy")
+    return predictor.plugins.registry.strategies[name].obj if name in predictor.plugins.registry.strategies else None
 
 
 def _sample_texts(predictor) -> list:
@@ -221,7 +223,7 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
     import torch
 
     options = predictor.options
-    max_length = getattr(options, "max_length", 512)
+    max_length = member(options, "max_length") or 512
     enc = tokenizer(_sample_texts(predictor)[:3], padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt")
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
@@ -276,12 +278,12 @@ def model_card(predictor, format: str, quantize: str | None = None) -> str:
 
     meta = predictor.metadata()
     task = predictor.task
-    pipeline_task = getattr(task, "pipeline_task", None) or task.name
+    pipeline_task = member(task, "pipeline_task") or task.name
     from ..card import metrics_table
 
     metrics = metrics_table(meta["metrics"], task, predictor.state)
     kind = kind_of(task)
-    if format == "hf" and kind == "classification":
+    if format == "hf" and kind == "labels":
         how = f"""```python
 from transformers import pipeline
 
@@ -289,7 +291,7 @@ pipe = pipeline("{pipeline_task}", model="PATH/TO/THIS/FOLDER")
 pipe(["an example input"], truncation=True)   # truncation=True cuts at {meta['options'].get('max_length')} tokens, as in training
 ```"""
     elif format == "hf":
-        auto = hf_auto_class(merged_model(predictor.model)) or "AutoModel"
+        auto = hf_auto_class(merged_model(predictor.model, _strategy(predictor))) or "AutoModel"
         use = ("model.generate(**tok(texts, return_tensors='pt', padding=True))   "
                "# decoding settings: generation_config.json" if kind == "generation"
                else "model(**tok(question, context, return_tensors='pt'))   # start_logits / end_logits")
@@ -325,7 +327,7 @@ Label names are `id2label` in `config.json`. With tunesmith:
     return f"""{matter}# {task.name} model exported by tunesmith ({format})
 
 - **Base model:** {export_base_line(predictor)}
-- **Fine-tuning strategy:** `{meta['strategy']}`{" (LoRA merged into the weights)" if meta['strategy'] == 'lora' else ""}
+- **Fine-tuning strategy:** `{meta['strategy']}`{" (adapter merged into the weights)" if member(_strategy(predictor), "merge_model") else ""}
 - **Labels:** {", ".join(f"`{x}`" for x in labels) if labels else "n/a"}
 - **Exported from:** `{predictor.run_dir}` (trained {meta.get('trained_at')})
 

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DataError, TunesmithError
+from ..protocols import member
 
 PARITY_ROWS = 200
 SCORE_ATOL = 1e-4            # float exports: every label equal, scores within this
@@ -33,14 +34,10 @@ class ParityError(TunesmithError):
 
 
 def kind_of(task) -> str | None:
-    """Which parity check applies to ``task``: classification, qa, generation or None."""
-    if getattr(task, "pipeline_task", None) == "text-classification":
-        return "classification"
-    if getattr(task, "name", None) == "question-answering":
-        return "qa"
-    if getattr(task, "output_key", None) and getattr(getattr(task, "options", None), "uses_generation", False):
-        return "generation"
-    return None
+    """Which parity check applies to ``task`` (its declared ``parity_check``): labels,
+    spans, generation or None."""
+    kind = member(task, "parity_check")
+    return kind if kind in ("labels", "spans", "generation") else None
 
 
 def validation_rows(predictor, path=None, limit: int = PARITY_ROWS) -> tuple[list, str]:
@@ -84,9 +81,9 @@ def check(predictor, folder: Path, format: str, quantize: str | None = None, dat
                           "that plain transformers reproduces its predictions; use the run with tunesmith")
     rows, source = validation_rows(predictor, data)
     report = {"format": format, "quantize": quantize, "rows": len(rows), "rows_from": source}
-    if kind == "classification":
+    if kind == "labels":
         report.update(_classification(predictor, folder, format, rows))
-    elif kind == "qa":
+    elif kind == "spans":
         report.update(_qa(predictor, folder, rows))
     else:
         report.update(_generation(predictor, folder, rows))
@@ -118,7 +115,7 @@ def _classification(predictor, folder, format, rows) -> dict:
     pairs = [list(task.input_text(item, options)) for item in items]
     ours = predictor.predict(items)
     multi = predictor.state.get("multi_label")
-    job = {"folder": str(folder), "inputs": pairs, "multi_label": multi}
+    job = {"folder": str(folder), "inputs": pairs, "multi_label": multi, "pipeline_task": task.pipeline_task}
     if format == "onnx":
         job["mode"], loaded = "onnx-classification", "onnxruntime InferenceSession + AutoTokenizer"
     else:
@@ -190,7 +187,7 @@ def _generation(predictor, folder, rows) -> dict:
     job = {"mode": "generate", "folder": str(folder), "batch_size": batch_size,
            "kind": "CausalLM" if decoder_only else "Seq2SeqLM",
            "sort_keys": [len(s) for s in sources],   # the same length-sorted batches as predict
-           "left_padded_ids": decoder_only, "max_source_length": getattr(options, "max_source_length", None),
+           "left_padded_ids": decoder_only, "max_source_length": member(options, "max_source_length"),
            "clean_up_tokenization_spaces": type(getattr(backend, "model", None)).__name__ == "WordPiece",
            "inputs": [task._prompt_ids(tok, s, options) for s in sources] if decoder_only
            else [options.prefix + s for s in sources]}

@@ -24,7 +24,7 @@ import sys
 def _classification_pipeline(job):
     from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=job["folder"], device="cpu")
+    pipe = pipeline(job["pipeline_task"], model=job["folder"], device="cpu")
     items = [{"text": t, "text_pair": p} if p is not None else t for t, p in job["inputs"]]
     out = pipe(items, batch_size=16, truncation=True, top_k=None)
     return [{d["label"]: float(d["score"]) for d in row} for row in out]

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from .data import describe
+from .protocols import member
 
 LOSS = "loss"
 
@@ -37,7 +38,7 @@ def base_model_info(plugins, reference: str, resolved: str | None) -> dict:
     info: dict = {}
     try:
         source = plugins.registry.model_source_for(reference)
-        meta = getattr(source, "card_metadata", None)
+        meta = member(source, "card_metadata")
         info = dict(meta(reference, resolved) or {}) if meta else {}
     except Exception:   # noqa: BLE001 - the card is informative; a source's bug must not fail a save
         info = {}
@@ -45,7 +46,7 @@ def base_model_info(plugins, reference: str, resolved: str | None) -> dict:
 
 
 def metric_definitions(task, state) -> dict:
-    defs = getattr(task, "metric_definitions", None)
+    defs = member(task, "metric_definitions")
     if callable(defs):
         defs = defs(state or {})
     out = dict(defs or {})
@@ -54,7 +55,7 @@ def metric_definitions(task, state) -> dict:
 
 
 def pipeline_tag(task) -> str:
-    return getattr(task, "pipeline_tag", None) or getattr(task, "pipeline_task", None) or task.name
+    return member(task, "pipeline_tag") or member(task, "pipeline_task") or task.name
 
 
 def _dataset_entry(spec) -> dict:
@@ -146,7 +147,7 @@ def model_card(run, result, model=None) -> str:
     pct = 100 * result.trainable_parameters / max(result.total_parameters, 1)
     auto = (hf_auto_class(model) if model is not None else None) or "AutoModel"
     peft_config = getattr(model, "peft_config", {}).get("default") if adapter else None
-    pipeline_task = getattr(task, "pipeline_task", None)
+    pipeline_task = member(task, "pipeline_task")
     if peft_config is not None and not peft_config.base_model_name_or_path:
         # e.g. bert2bert: the base was assembled in memory, so no name leads peft back to it
         load_hf = ("# the adapter's base model exists only in memory (assembled by tunesmith), so peft\n"
@@ -160,7 +161,7 @@ def model_card(run, result, model=None) -> str:
         load_hf = f"from transformers import pipeline\nclf = pipeline(\"{pipeline_task}\", model=\"model\")"
     else:
         load_hf = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"model\")"
-    example = getattr(task, "example_input", "an example input")
+    example = member(task, "example_input")
     base = base_model_info(run.plugins, cfg.model, run.model_path)
     rows = {name: len(split.dataset) for name, split in run.splits.items() if not split.streaming}
     t = cfg.training

@@ -248,18 +248,20 @@ def _json_line(answer, name: str) -> str:
 
 
 def cmd_plugins(args, plugins) -> int:
+    from .protocols import member
+
     reg = plugins.registry
     data = {
         "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version,
                      "module": i.module, "status": i.status, **({"error": i.error} if i.error else {})}
                     for i in plugins.infos.values()],
-        "tasks": [{"name": e.name, "aliases": list(getattr(e.obj, "aliases", ())), "plugin": e.plugin,
+        "tasks": [{"name": e.name, "aliases": list(member(e.obj, "aliases")), "plugin": e.plugin,
                    "distribution": e.distribution, "version": e.version} for e in reg.tasks.values()],
-        "strategies": [{"name": e.name, "description": getattr(e.obj, "description", ""), "plugin": e.plugin,
+        "strategies": [{"name": e.name, "description": member(e.obj, "description"), "plugin": e.plugin,
                         "distribution": e.distribution, "version": e.version} for e in reg.strategies.values()],
         "metrics": [{"task": t, "name": m, "plugin": e.plugin, "distribution": e.distribution,
                      "version": e.version} for (t, m), e in reg.metrics.items()],
-        "model_sources": [{"name": e.name, "description": getattr(e.obj, "description", ""),
+        "model_sources": [{"name": e.name, "description": member(e.obj, "description"),
                            "plugin": e.plugin, "distribution": e.distribution, "version": e.version}
                           for e in reg.model_sources.values()],
     }

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from .data import describe, hub_hint   # cheap: data.py imports datasets only inside functions
 from .errors import ConfigError, TunesmithError, UnknownNameError, did_you_mean
+from .protocols import member
 from .util import split_list
 
 
@@ -111,7 +112,7 @@ class GenerationConfig:
 def attach_generation(options, generation) -> None:
     """Hand ``generation.*`` to a task whose options class asks for it
     (``uses_generation = True``), as a plain attribute so it is not a data.* key."""
-    if options is not None and getattr(type(options), "uses_generation", False):
+    if options is not None and member(type(options), "uses_generation"):
         options.generation = generation
 
 
@@ -132,7 +133,8 @@ class DataConfig:
 
 @dataclass
 class StrategyConfig:
-    name: str = _help("Fine-tuning strategy: full, partial, frozen, lora, ...", "full")
+    name: str = _help("Fine-tuning strategy: full, partial, frozen, lora, ...; default: the strategy "
+                      "registered as the default (full).", "")
     options: dict = _help("Strategy options (strategy.r, strategy.layers, ...), checked by the strategy.",
                           factory=dict)
 
@@ -533,13 +535,13 @@ def resolve(cfg: RunConfig, registry, problems: list[str]) -> None:
     if task is not None:
         cfg.task = task.name
         cfg.task_options = build_dataclass(task.options, cfg.data.options, "data.", problems)
-        check = getattr(cfg.task_options, "check", None)
+        check = member(cfg.task_options, "check")
         if check:
             check(problems)
         attach_generation(cfg.task_options, cfg.generation)
     if strategy is not None:
         cfg.strategy_options = build_dataclass(strategy.options, cfg.strategy.options, "strategy.", problems)
-        check = getattr(cfg.strategy_options, "check", None)
+        check = member(cfg.strategy_options, "check")
         if check:
             check(problems)
 
@@ -552,9 +554,14 @@ def apply_task_defaults(data: dict, registry) -> None:
         task = registry.task(data.get("task")) if isinstance(data.get("task"), str) else None
     except UnknownNameError:
         return   # resolve() reports it
-    hook = getattr(task, "strategy_defaults", None)
+    hook = member(task, "strategy_defaults")
     section = data.get("strategy", {})
-    name = section if isinstance(section, str) else section.get("name", "full") if isinstance(section, dict) else None
+    name = section if isinstance(section, str) else section.get("name") if isinstance(section, dict) else None
+    if name is None and isinstance(section, dict):
+        try:
+            name = registry.default_strategy()
+        except ConfigError:
+            return   # resolve() reports it
     if hook is None or not isinstance(name, str):
         return
     for key, value in (hook(name) or {}).items():
@@ -616,6 +623,11 @@ def load_config(source: "str | os.PathLike | Mapping | RunConfig", overrides=(),
         problems = []
         cfg = parse(raw, problems)
         cfg.source = origin
+    if registry is not None and not cfg.strategy.name:
+        try:
+            cfg.strategy.name = registry.default_strategy()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if not cfg.output_dir:
         import time
         cfg.output_dir = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") +

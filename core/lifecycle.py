@@ -24,6 +24,7 @@ from pathlib import Path
 from . import checkpoints, rundir
 from .errors import ConfigError, PluginError, RunDirError, TrainingInterrupted, TunesmithError, first_line
 from .util import split_list
+from .protocols import member
 
 
 class TrainingDiverged(TunesmithError):
@@ -176,7 +177,7 @@ def check_main_metric(run, model, eval_ds, collator, rows: int = 2) -> None:
     the model's outputs for the first validation rows, the way the Trainer's default
     evaluation feeds them (numpy, loss dropped). A task with its own ``trainer_class``
     evaluates its own way; there the Trainer checks the name after the first evaluation."""
-    if getattr(run.task, "trainer_class", None) or not hasattr(eval_ds, "__len__") or len(eval_ds) == 0:
+    if member(run.task, "trainer_class") or not hasattr(eval_ds, "__len__") or len(eval_ds) == 0:
         return
     import torch
 

@@ -1,4 +1,4 @@
-"""Plugin manager: entry-point discovery, allow/block lists, per-plugin hook calls."""
+"""Plugin manager: entry-point discovery, allow/block lists, hook calls through pluggy."""
 
 from __future__ import annotations
 
@@ -55,20 +55,16 @@ class Plugins:
         return self.infos.get(name) or PluginInfo(name, "unknown", "unknown", repr(plugin_obj))
 
     def call(self, hook_name: str, **kwargs) -> list[Any]:
-        """Call each implementation in turn, naming the plugin if one raises."""
-        trace = os.environ.get("TUNESMITH_TRACE_PLUGINS") == "1"
-        results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            if trace:
-                print(f"[tunesmith trace] {hook_name} -> plugin {impl.plugin_name!r}", file=sys.stderr)
-            try:
-                results.append(impl.function(**{k: kwargs[k] for k in impl.argnames}))
-            except TunesmithError:
-                raise
-            except Exception as exc:  # a plugin bug must name the plugin, not crash deep inside
-                raise PluginError(impl.plugin_name, f"raised in hook {hook_name}: "
-                                                    f"{type(exc).__name__}: {exc}") from exc
-        return results
+        """Call hook ``hook_name`` through pluggy (every implementation, in pluggy's order),
+        naming the plugin if one raises."""
+        hook = getattr(self.pm.hook, hook_name)
+        try:
+            return hook(**kwargs)
+        except TunesmithError:
+            raise
+        except Exception as exc:  # a plugin bug must name the plugin, not crash deep inside
+            raise PluginError(_raiser(hook, exc), f"raised in hook {hook_name}: "
+                                                  f"{type(exc).__name__}: {exc}") from exc
 
     def add(self, plugin_obj, name: str, distribution: str = "(local)", version: str = "") -> None:
         """Register an in-process plugin object (used by tests and the Python API)."""
@@ -76,8 +72,49 @@ class Plugins:
         if refused:
             raise PluginError(name, refused)
         self.pm.register(plugin_obj, name=name)
+        unknown = _unknown_hooks(self.pm, name)
+        if unknown:
+            self.pm.unregister(name=name)
+            raise PluginError(name, unknown)
         self.infos[name] = PluginInfo(name, distribution, version, getattr(plugin_obj, "__name__", repr(plugin_obj)))
         self._registry = None
+
+
+def _raiser(hook, exc: BaseException) -> str:
+    """The plugin whose implementation of ``hook`` the exception came through: pluggy
+    re-raises the original exception, whose traceback passes the implementation's frame."""
+    owners = {impl.function.__code__: impl.plugin_name for impl in hook.get_hookimpls()
+              if hasattr(impl.function, "__code__")}
+    tb, name = exc.__traceback__, None
+    while tb is not None:
+        name = owners.get(tb.tb_frame.f_code, name)
+        tb = tb.tb_next
+    return name or "unknown"
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, name: str) -> str | None:
+    """Why plugin ``name`` implements a hook tunesmith does not define (a misspelt
+    ``register_task``), from ``pm.check_pending()``; None when all its hooks exist."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        if pm.get_name(exc.plugin) != name:
+            raise
+        hooks = sorted(h for h, caller in vars(pm.hook).items()
+                       if not h.startswith("_") and not caller.has_spec()
+                       and any(i.plugin_name == name for i in caller.get_hookimpls()))
+        known = sorted(h for h, caller in vars(pm.hook).items() if not h.startswith("_") and caller.has_spec())
+        from .errors import did_you_mean
+
+        return "; ".join(f"implements unknown hook {h!r}{did_you_mean(h, known)} (the hooks are "
+                         f"{', '.join(known)})" for h in hooks) or str(exc)
+    return None
+
+
+def _trace(hook_name, hook_impls, kwargs) -> None:
+    if os.environ.get("TUNESMITH_TRACE_PLUGINS") == "1":
+        for impl in reversed(hook_impls):   # pluggy's call order
+            print(f"[tunesmith trace] {hook_name} -> plugin {impl.plugin_name!r}", file=sys.stderr)
 
 
 def load_plugins(disable: Iterable[str] | None = None, allow: Iterable[str] | None = None,
@@ -90,6 +127,7 @@ def load_plugins(disable: Iterable[str] | None = None, allow: Iterable[str] | No
     """
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    pm.add_hookcall_monitoring(_trace, lambda *a: None)
     blocked = set(disable or ()) | _split(os.environ.get("TUNESMITH_DISABLE_PLUGINS"))
     allowed = set(allow or ()) | _split(os.environ.get("TUNESMITH_PLUGINS"))
     plugins = Plugins(pm)
@@ -120,6 +158,11 @@ def load_plugins(disable: Iterable[str] | None = None, allow: Iterable[str] | No
             pm.register(obj, name=ep.name)
         except Exception as exc:
             info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+            continue
+        unknown = _unknown_hooks(pm, ep.name)
+        if unknown:   # reported like an import error; the other plugins keep working
+            pm.unregister(name=ep.name)
+            info.status, info.error = "failed", unknown
     return plugins
 
 
@@ -151,36 +194,40 @@ def api_mismatch(plugin_obj) -> str | None:
 
 
 def build_registry(plugins: Plugins) -> Registry:
+    """Call the registration hooks through pluggy, one plugin at a time (a subset hook
+    caller per plugin), with a ``register`` callback bound to that plugin, so every entry
+    records who registered it."""
     reg = Registry()
-    for hook, kind, add in (("register_tasks", "task", reg.add_task),
-                            ("register_strategies", "strategy", reg.add_strategy),
-                            ("register_model_sources", "model source", reg.add_model_source)):
-        for impl in reversed(getattr(plugins.pm.hook, hook).get_hookimpls()):
-            info = plugins.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "unknown", "", "")
 
-            def register(obj, _kind=kind, _add=add, _info=info):
-                name = getattr(obj, "name", None)
+    def thing(kind, add):
+        def bind(info):
+            def register(obj):
+                name = getattr(obj, "name", None)   # before the contract applies: any object may arrive
                 if not isinstance(name, str) or not name:
-                    raise PluginError(_info.name, f"registered a {_kind} without a string 'name'")
-                _add(Entry(_kind, name, obj, _info.name, _info.distribution, _info.version))
+                    raise PluginError(info.name, f"registered a {kind} without a string 'name'")
+                add(Entry(kind, name, obj, info.name, info.distribution, info.version))
+            return register
+        return bind
 
-            _call_one(impl, hook, register)
-    for impl in reversed(plugins.pm.hook.register_metrics.get_hookimpls()):
-        info = plugins.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "unknown", "", "")
+    def metric(info):
+        def register(task, name, path):
+            reg.add_metric(task, Entry("metric", name, str(path), info.name, info.distribution, info.version))
+        return register
 
-        def register_metric(task, name, path, _info=info):
-            reg.add_metric(task, Entry("metric", name, str(path), _info.name, _info.distribution, _info.version))
-
-        _call_one(impl, "register_metrics", register_metric)
+    for hook, bind in (("register_tasks", thing("task", reg.add_task)),
+                       ("register_strategies", thing("strategy", reg.add_strategy)),
+                       ("register_model_sources", thing("model source", reg.add_model_source)),
+                       ("register_metrics", metric)):
+        impls = getattr(plugins.pm.hook, hook).get_hookimpls()
+        plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]   # wrappers wrap every plugin's call
+        for impl in reversed(plain):   # pluggy's call order
+            info = plugins.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "unknown", "", "")
+            others = [i.plugin for i in plain if i.plugin_name != impl.plugin_name]
+            caller = plugins.pm.subset_hook_caller(hook, remove_plugins=others)
+            try:
+                caller(register=bind(info))
+            except TunesmithError:
+                raise
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"raised in hook {hook}: {type(exc).__name__}: {exc}") from exc
     return reg
-
-
-def _call_one(impl, hook: str, register) -> None:
-    if os.environ.get("TUNESMITH_TRACE_PLUGINS") == "1":
-        print(f"[tunesmith trace] {hook} -> plugin {impl.plugin_name!r}", file=sys.stderr)
-    try:
-        impl.function(register=register)
-    except TunesmithError:
-        raise
-    except Exception as exc:
-        raise PluginError(impl.plugin_name, f"raised in hook {hook}: {type(exc).__name__}: {exc}") from exc

@@ -9,6 +9,7 @@ from . import rundir
 from .config import GenerationConfig, attach_generation, build_dataclass
 from .errors import ConfigError, DataError, RowError, RunDirError
 from .manager import Plugins, load_plugins
+from .protocols import member
 
 
 class Predictor:
@@ -54,7 +55,7 @@ class Predictor:
             from .runner import load_tokenizer
 
             self.tokenizer = load_tokenizer(str(model_dir), False)
-            self.model = OnnxModel(model_dir / "model.onnx", getattr(self.task, "onnx_output", None) or "logits",
+            self.model = OnnxModel(model_dir / "model.onnx", member(self.task, "onnx_output") or "logits",
                                    threads=threads)
             return
         self.model, self.tokenizer = self._load(model_dir, registry)
@@ -81,16 +82,19 @@ class Predictor:
 
         tokenizer = load_tokenizer(str(model_dir), self.trust_remote_code)
         kwargs = {"trust_remote_code": self.trust_remote_code}
-        if (model_dir / "adapter_config.json").is_file():
-            # an adapter run: rebuild the base model with the task head, then load the
-            # adapter and the saved head (modules_to_save) over it
-            from peft import PeftModel
 
-            ref = self.manifest["model"]["reference"]
-            base_path = registry.model_source_for(ref).resolve(ref)
-            base = self.task.build_model(base_path, tokenizer, self.state, self.options, kwargs)
-            return PeftModel.from_pretrained(base, str(model_dir)), tokenizer
-        return self.task.build_model(str(model_dir), tokenizer, self.state, self.options, kwargs), tokenizer
+        def build(path=None):
+            """The task's model from ``path``, by default the run's base model (what an
+            adapter strategy loads its adapter over)."""
+            if path is None:
+                ref = self.manifest["model"]["reference"]
+                path = registry.model_source_for(ref).resolve(ref)
+            return self.task.build_model(str(path), tokenizer, self.state, self.options, kwargs)
+
+        # the strategy that saved the folder reloads it; one no longer installed: the task builds it
+        entry = registry.strategies.get(self.manifest.get("strategy"))
+        load = member(entry.obj, "load_model") if entry else None
+        return (load(model_dir, build) if load else build(model_dir)), tokenizer
 
     def predict(self, inputs: list, batch_size: int = 32) -> list:
         """Answers in input order. Inputs are sorted by length first so that each batch
@@ -116,14 +120,14 @@ class Predictor:
         ``check_input(item, options)``; without it, errors surface from ``predict``)."""
         if isinstance(item, str) and not item.strip():   # as {"text": ""} is refused
             raise RowError(None, "empty text")
-        check = getattr(self.task, "check_input", None)
+        check = member(self.task, "check_input")
         if check is not None:
             check(item, self.options)
 
     def truncated(self, inputs: list) -> list | None:
         """Per input, whether it is longer than the model takes and gets cut as in training
         (the task's optional ``truncated(inputs, tokenizer, options)``); None if unknown."""
-        fn = getattr(self.task, "truncated", None)
+        fn = member(self.task, "truncated")
         return None if fn is None else list(fn(inputs, self.tokenizer, self.options))
 
     def metadata(self) -> dict:
@@ -156,13 +160,14 @@ class Predictor:
             split.dataset = split.dataset.select(range(min(limit, len(split.dataset))))
         data.check(split, self.task, self.options, self.state)
         rows = split.dataset
-        custom = getattr(self.task, "evaluate", None)
+        modules = self.plugins.registry.metrics_for(self.task.name)
+        custom = member(self.task, "evaluate")
         if custom is not None:
-            return custom(self.model, self.tokenizer, rows, self.state, self.options, batch_size)
+            return custom(self.model, self.tokenizer, rows, self.state, self.options, batch_size, modules)
         with term.preprocessing():
             dataset = data.encode(split, self.task, self.tokenizer, self.state, self.options, train=False)
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.task.collator(self.tokenizer, self.options))
-        acc = self.task.metrics(self.state, self.options, self.plugins.registry.metrics_for(self.task.name))
+        acc = self.task.metrics(self.state, self.options, modules)
         device = next(self.model.parameters()).device
         bar = term.bar("evaluate", total=len(loader), unit="batch")
         with torch.inference_mode(), bar:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .checkpoints import weights_sha256
 from .errors import RunDirError
+from .protocols import member
 from .util import atomic_dir, atomic_file
 
 MANIFEST, METRICS, MODEL, CARD, CURVES = "tunesmith.json", "metrics.json", "model", "README.md", "curves.png"
@@ -147,7 +148,11 @@ def save(run, model, tokenizer, result) -> None:
     run_dir = run.run_dir
     try:
         with atomic_dir(run_dir / MODEL) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            save = member(run.strategy, "save_model")
+            if save is not None:
+                save(model, tmp, run.model_path)
+            else:
+                model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
     except OSError as exc:
         raise RunDirError(f"cannot save the model into {str(run_dir)!r}: {exc}") from None

@@ -20,6 +20,7 @@ from . import checkpoints, data, lifecycle, precision, prepcache, progress, rund
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted, first_line
 from .manager import Plugins, load_plugins
+from .protocols import member
 from .util import is_main_process
 
 
@@ -57,7 +58,7 @@ class RunResult:
 
 
 def main_metric(task, state: dict) -> str:
-    pick = getattr(task, "main_metric_for", None)
+    pick = member(task, "main_metric_for")
     return pick(state) if pick else task.main_metric
 
 
@@ -265,7 +266,7 @@ def _build(run: Run, quiet: bool, term) -> _Job:
     collator = run.task.collator(tokenizer, run.config.task_options)
     lifecycle.check_main_metric(run, model, encoded["validation"], collator)   # a wrong name fails now
     # e.g. frozen: backbone features computed once, the head trains on them
-    swap_for_training = getattr(run.strategy, "swap_for_training", None)
+    swap_for_training = member(run.strategy, "swap_for_training")
     swap = swap_for_training(model, encoded, collator, run) if swap_for_training else None
     return _Job(tokenizer, model, encoded, collator, args, swap)
 
@@ -294,13 +295,14 @@ def _trainer(run: Run, job: _Job, term):
     from transformers import EarlyStoppingCallback
 
     task, opts, t = run.task, run.config.task_options, run.config.training
-    compute = _streaming_metrics(lambda: task.metrics(run.state, opts, run.plugins.registry.metrics_for(task.name)))
+    extra_metrics = run.plugins.registry.metrics_for(task.name)
+    compute = _streaming_metrics(lambda: task.metrics(run.state, opts, extra_metrics))
     stop: dict = {}
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else []
     callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
     swap = job.swap
-    trainer_cls = getattr(task, "trainer_class", None)
-    trainer = (trainer_cls() if trainer_cls else transformers.Trainer)(
+    trainer_cls = member(task, "trainer_class")
+    trainer = (trainer_cls(opts, extra_metrics) if trainer_cls else transformers.Trainer)(
         model=swap.model if swap else job.model, args=job.args,
         train_dataset=(swap.datasets if swap else job.datasets)["train"],
         eval_dataset=(swap.datasets if swap else job.datasets)["validation"],
@@ -365,7 +367,7 @@ def choose_precision(cfg: RunConfig, task, strategy) -> dict:
     ``mixed_precision_unsafe`` attribute; ``auto`` then trains in float32. ``bf16``/``fp16``
     in ``training.trainer_args`` decide last, as they do for the Trainer."""
     requested = cfg.training.precision
-    unsafe = getattr(strategy, "mixed_precision_unsafe", None) or getattr(task, "mixed_precision_unsafe", None)
+    unsafe = member(strategy, "mixed_precision_unsafe") or member(task, "mixed_precision_unsafe")
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main_process() else (lambda msg: None)
     try:
         used, why = precision.choose(requested, "cuda" if _has_accelerator() else "cpu", unsafe=unsafe,

@@ -239,6 +239,7 @@ class TextClassification:
     # model, and that its forward maps input ids to logits (exportable to ONNX)
     pipeline_task = "text-classification"
     onnx_output = "logits"
+    parity_check = "labels"   # export: the pipeline's label scores compared row by row
 
     def metric_definitions(self, state: dict) -> dict:
         """What each metric measures (model cards); F1's averaging depends on the data."""

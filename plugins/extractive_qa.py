@@ -194,6 +194,7 @@ class QuestionAnswering:
     options = QAOptions
     main_metric = "f1"
     greater_is_better = True
+    parity_check = "spans"     # export: start/end logits compared per window
     example_input = {"question": "Who wrote it?", "context": "It was written by Ada Lovelace in 1843."}
     pipeline_tag = "question-answering"   # the hub's task tag (model cards)
     metric_definitions = {
@@ -210,8 +211,6 @@ class QuestionAnswering:
                                  f"{options.context_column!r}, got {type(row).__name__}")
         for col in (options.question_column, options.context_column):
             require_text(row, col)
-
-    check_inputs = check_input   # the earlier (misspelt) name, still called by check_row and predict
 
     def answers(self, row: dict, options: QAOptions) -> tuple[list, list]:
         """The row's answer texts and character starts, from a nested answers column
@@ -237,7 +236,7 @@ class QuestionAnswering:
         return texts, starts
 
     def check_row(self, row: dict, options: QAOptions, state: dict | None = None) -> None:
-        self.check_inputs(row, options)
+        self.check_input(row, options)
         context = row[options.context_column]
         texts, starts = self.answers(row, options)
         tname = f"{options.answers_column}.{options.answer_text_key}"
@@ -330,8 +329,10 @@ class QuestionAnswering:
     def collator(self, tokenizer, options):
         return _PadRight(tokenizer)
 
-    def trainer_class(self):
-        return qa_trainer_class()
+    def trainer_class(self, options, modules):
+        """The QA trainer, bound to this run's options and metric modules."""
+        base = qa_trainer_class()
+        return type(base.__name__, (base,), {"qa_options": options, "qa_metric_modules": modules})
 
     # -- metrics ------------------------------------------------------------
     def metrics(self, state, options, modules):
@@ -347,14 +348,14 @@ class QuestionAnswering:
         acc.add_batch(predictions=[a["answer"] for a in answers], references=refs)
         return acc.compute()
 
-    def evaluate(self, model, tokenizer, dataset, state, options, batch_size):
-        """``tunesmith evaluate``: SQuAD EM/F1 over all windows of every question."""
-        from tunesmith import load_plugins
+    def evaluate(self, model, tokenizer, dataset, state, options, batch_size, modules):
+        """``tunesmith evaluate``: SQuAD EM/F1 (and every metric registered for the task)
+        over all windows of every question."""
         from tunesmith.data import encode
 
         features = encode(dataset, self, tokenizer, state, options, train=False)
         starts, ends, loss = run_model(model, features, self.collator(tokenizer, options), batch_size)
-        metrics = self.score(features, starts, ends, options, load_plugins().registry.metrics_for(NAME))
+        metrics = self.score(features, starts, ends, options, modules)
         if loss is not None:
             metrics["loss"] = loss
         return {**metrics, "rows": len(dataset)}
@@ -363,7 +364,7 @@ class QuestionAnswering:
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         for n, item in enumerate(inputs, 1):
             try:
-                self.check_inputs(item, options)
+                self.check_input(item, options)
             except RowError as exc:
                 where = f"input {n}: field {exc.field!r}" if exc.field else f"input {n}"
                 raise DataError(f"{where}: {exc}") from None
@@ -470,7 +471,7 @@ def qa_trainer_class():
     from transformers.trainer_utils import speed_metrics
 
     class QuestionAnsweringTrainer(Trainer):
-        qa_options: QAOptions | None = None      # set by the configure_trainer hook below
+        qa_options: QAOptions | None = None      # bound by QuestionAnswering.trainer_class
         qa_metric_modules: dict | None = None
 
         def _get_eval_sampler(self, eval_dataset):
@@ -518,11 +519,3 @@ def register_tasks(register):
 @hookimpl(trylast=True)
 def register_metrics(register):
     register(NAME, "squad", METRICS_DIR / "squad")
-
-
-@hookimpl
-def configure_trainer(trainer, run):
-    """Hand the run's options and metric modules to the QA trainer's evaluate()."""
-    if hasattr(trainer, "qa_options") and getattr(run.task, "name", None) == NAME:
-        trainer.qa_options = run.config.task_options
-        trainer.qa_metric_modules = run.plugins.registry.metrics_for(NAME)

@@ -110,6 +110,7 @@ class SummarizationOptions(_GenerationOptions):
 class Seq2SeqTask:
     greater_is_better = True
     output_key = "generated_text"
+    parity_check = "generation"   # export: generate() with only generation_config.json
 
     # -- per-task pieces (overridden below) ----------------------------------
     def columns(self, options) -> tuple[str, str]:
@@ -124,6 +125,19 @@ class Seq2SeqTask:
     def score(self, predictions: list[str], references: list[str]) -> dict:
         raise NotImplementedError
 
+    def score_all(self, predictions: list[str], references: list[str], modules: dict) -> dict:
+        """The task's own scores plus every metric registered for it (register_metrics), each
+        an ``evaluate`` module computed on ``predictions=[str], references=[str]``."""
+        scores = self.score(predictions, references)
+        if modules:
+            import evaluate   # ~5 s to import: only when another plugin registered a metric
+
+            for name, path in modules.items():
+                for key, value in (evaluate.load(str(path)).compute(predictions=predictions,
+                                                                   references=references) or {}).items():
+                    scores[key if key not in scores else f"{name}_{key}"] = value
+        return scores
+
     # -- data -----------------------------------------------------------------
     def _check_text(self, row: dict, col: str) -> None:
         require_text(row, col)
@@ -134,6 +148,16 @@ class Seq2SeqTask:
 
     def check_batch(self, batch: dict, options, state: dict | None = None) -> None:
         each_row(batch, lambda row: self.check_row(row, options, state))
+
+    def check_input(self, item, options) -> None:
+        """Raise RowError for an input ``predict`` cannot use: a text, or an object with a
+        non-empty source text (checked per line / request)."""
+        if isinstance(item, dict):
+            self._check_text(item, self.columns(options)[0])
+        elif not isinstance(item, str):
+            raise RowError(None, f"expected a text or an object, got {type(item).__name__}")
+        elif not item.strip():
+            raise RowError(None, "empty text")
 
     def setup(self, dataset, options) -> dict:
         return {}   # nothing to learn from the data; the family is resolved with the model
@@ -347,12 +371,12 @@ class Seq2SeqTask:
 
     # -- metrics / evaluation / prediction ----------------------------------------
     def metrics(self, state, options, modules):
-        return _TextMetrics(self)
+        return _TextMetrics(self, modules)
 
-    def evaluate(self, model, tokenizer, dataset, state, options, batch_size):
+    def evaluate(self, model, tokenizer, dataset, state, options, batch_size, modules):
         src_col, tgt_col = self.columns(options)
         preds = self.generate(model, tokenizer, list(dataset[src_col]), options, batch_size)
-        scores = self.score(preds, list(dataset[tgt_col]))
+        scores = self.score_all(preds, list(dataset[tgt_col]), modules)
         return {**scores, "gen_len": round(self.gen_len(tokenizer, preds), 4), "rows": len(dataset)}
 
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
@@ -370,8 +394,8 @@ class Seq2SeqTask:
             texts.append(item)
         return [{self.output_key: t} for t in self.generate(model, tokenizer, texts, options, batch_size)]
 
-    def trainer_class(self):
-        return _generation_trainer(self)
+    def trainer_class(self, options, modules):
+        return _generation_trainer(self, modules)
 
 
 class Translation(Seq2SeqTask):
@@ -487,18 +511,18 @@ class _Collator:
 class _TextMetrics:
     """Accumulates generated texts and references (the protocol's accumulator)."""
 
-    def __init__(self, task):
-        self.task, self.predictions, self.references = task, [], []
+    def __init__(self, task, modules):
+        self.task, self.modules, self.predictions, self.references = task, modules, [], []
 
     def add_batch(self, predictions, references):
         self.predictions.extend(predictions)
         self.references.extend(references)
 
     def compute(self) -> dict:
-        return self.task.score(self.predictions, self.references)
+        return self.task.score_all(self.predictions, self.references, self.modules)
 
 
-def _generation_trainer(task):
+def _generation_trainer(task, modules):
     """A Trainer whose evaluation is the teacher-forced loss (the Trainer's own loop)
     plus metrics on real generated text; the best checkpoint is picked on those."""
     import transformers
@@ -521,7 +545,7 @@ def _generation_trainer(task):
                 tok = self.processing_class
                 preds = task.generate(self.model, tok, list(ds["_source"]), options,
                                       self.args.per_device_eval_batch_size)
-                scores = {**task.score(preds, list(ds["_reference"])),
+                scores = {**task.score_all(preds, list(ds["_reference"]), modules),
                           "gen_len": round(task.gen_len(tok, preds), 4)}
                 output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
             return output

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 
 from tunesmith import ConfigError, hookimpl
+from tunesmith.protocols import member
 
 log = logging.getLogger("tunesmith")
 
@@ -22,7 +23,7 @@ def head_module_names(model, task=None, adapter: bool = False) -> list[str]:
     """Names (as in ``named_modules``) of the task-head modules. A task may say itself with
     ``task.head_module_names(model, adapter)`` (generation tasks: bert2bert's new
     cross-attention; ``adapter`` asks what a LoRA adapter must train and save)."""
-    hook = getattr(task, "head_module_names", None)
+    hook = member(task, "head_module_names")
     if hook is not None:
         return hook(model, adapter)
     base = model.base_model
@@ -85,6 +86,7 @@ class NoOptions:
 class Full:
     name = "full"
     description = "Train every parameter."
+    default = True   # what a config without strategy.name trains with
     options = NoOptions
     default_learning_rate = 5e-5
 
@@ -111,7 +113,7 @@ class Partial:
 
     def apply(self, model, task, options):
         # a task may pick the stack (generation tasks: the decoder's blocks)
-        stack_name, stack = getattr(task, "layer_stack", layer_stack)(model)
+        stack_name, stack = (member(task, "layer_stack") or layer_stack)(model)
         if options.layers > len(stack):
             raise ConfigError([f"strategy.layers={options.layers} but {type(model).__name__} has "
                                f"only {len(stack)} layers"])
@@ -226,7 +228,7 @@ class Lora:
 
         # the head must train and be saved (modules_to_save), or a reloaded model is random
         heads = head_module_names(model, task, adapter=True)
-        task_targets = getattr(task, "lora_target_modules", None)
+        task_targets = member(task, "lora_target_modules")
         targets = options.target_modules or (task_targets and task_targets(model)) or default_lora_targets(model)
         try:
             config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
@@ -234,6 +236,67 @@ class Lora:
             return get_peft_model(model, config)
         except ValueError as exc:
             raise ConfigError([f"strategy 'lora' cannot adapt {type(model).__name__}: {exc}"]) from None
+
+    def save_model(self, model, folder, base):
+        """The adapter and its trained head, plus a portable base: ``folder/base`` holds the
+        base checkpoint's weight files (hard links where the file system allows, else
+        copies) and the task model's config with the label names, and the adapter refers
+        to it as ``model/base``, relative to the run directory. So peft alone
+        (``AutoPeftModelFor...from_pretrained("model")`` run in the run directory)
+        rebuilds the model with the real labels, and no absolute path (a virtualenv's)
+        is recorded."""
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        model.save_pretrained(folder, safe_serialization=True)
+        source = Path(base) if base else None
+        weights = sorted(p for p in source.iterdir() if _weight_file(p.name)) if source and source.is_dir() else []
+        if not weights:
+            return   # a hub id or a base assembled in memory (bert2bert): nothing to point at portably
+        target = folder / "base"
+        target.mkdir()
+        for path in weights:
+            _link_or_copy(path.resolve(), target / path.name)
+        model.get_base_model().config.save_pretrained(target)   # labels (id2label / label2id)
+        config_path = folder / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        # saved into a temporary folder that the core renames to the run directory's model/
+        config["base_model_name_or_path"] = "model/base"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def load_model(self, model_dir, build):
+        """An adapter folder: rebuild the base model with the task head, then load the
+        adapter and the saved head (modules_to_save) over it."""
+        from pathlib import Path
+
+        if not (Path(model_dir) / "adapter_config.json").is_file():
+            return build(model_dir)   # e.g. a merged copy
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(build(), str(model_dir))
+
+    def merge_model(self, model):
+        """The plain transformers model: the adapters merged into the weights
+        (modules_to_save, e.g. the classifier head, become ordinary modules)."""
+        from peft import PeftModel
+
+        return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def _weight_file(name: str) -> bool:
+    return (name.startswith("model") and ".safetensors" in name) or \
+        (name.startswith("pytorch_model") and ".bin" in name)
+
+
+def _link_or_copy(source, target) -> None:
+    import os
+    import shutil
+
+    try:
+        os.link(source, target)   # same file system: no second copy of the weights
+    except OSError:
+        shutil.copy2(source, target)
 
 
 @hookimpl(trylast=True)

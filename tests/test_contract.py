@@ -85,3 +85,27 @@ def test_malformed_rows_give_clear_errors(request, task, tmp_path):
     cfg = tiny_run_config(task, model, data["train"], data["validation"], tmp_path / "run")
     messages = check_bad_rows(cfg, bad_rows=bad, tmp_dir=tmp_path / "bad")
     assert len(messages) >= len(bad)
+
+
+def test_the_kit_checks_every_registered_strategy_by_default():
+    """check_task's strategies default to every registered strategy, a third-party one
+    included, not to a fixed list."""
+    import inspect
+
+    from tunesmith import hookimpl
+    from tunesmith.plugins.strategies import Full
+    from tunesmith.testing import check_task, fresh_plugins, strategies_to_check
+
+    class Mine(Full):
+        name, default = "mine", False
+
+    class Plugin:
+        @hookimpl
+        def register_strategies(self, register):
+            register(Mine())
+
+    plugins = fresh_plugins(Plugin())
+    assert inspect.signature(check_task).parameters["strategies"].default is None
+    assert strategies_to_check(plugins) == list(plugins.registry.strategies)
+    assert {"full", "partial", "frozen", "lora", "mine"} <= set(strategies_to_check(plugins))
+    assert strategies_to_check(plugins, ["lora"]) == ["lora"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from .checks import (DEFAULT_BAD_INPUTS, check_bad_inputs, check_bad_rows, check_registers,
                      check_resume, check_roundtrip, check_strategy, check_task, fresh_plugins,
+                     strategies_to_check,
                      tiny_run_config)
 from .models import (make_tiny_bert, make_tiny_llama, tiny_classification_rows, write_jsonl,
                      write_vocab)
@@ -35,6 +36,6 @@ from .cli import run_cli
 __all__ = [
     "DEFAULT_BAD_INPUTS", "check_bad_inputs", "check_bad_rows", "check_registers", "check_resume",
     "check_roundtrip", "check_strategy", "check_task", "fresh_plugins", "make_tiny_bert",
-    "make_tiny_llama", "run_cli", "tiny_classification_rows", "tiny_run_config", "write_jsonl",
+    "make_tiny_llama", "run_cli", "strategies_to_check", "tiny_classification_rows", "tiny_run_config", "write_jsonl",
     "write_vocab",
 ]

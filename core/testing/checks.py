@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from ..errors import RowError, TunesmithError
 from ..manager import Plugins, hookimpl, load_plugins
-from ..protocols import Strategy, Task
+from ..protocols import Strategy, Task, member
 from .models import write_jsonl
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -134,7 +134,7 @@ def check_registers(kind: str, name: str, plugins: Plugins | None = None):
     except TypeError as exc:
         raise AssertionError(f"{kind} {name!r}: every option needs a default ({exc})") from None
     if kind == "task":
-        for alias in getattr(obj, "aliases", ()):
+        for alias in member(obj, "aliases"):
             assert registry.aliases.get(alias) == name, f"alias {alias!r} of {name!r} is not registered"
         assert isinstance(obj.main_metric, str) and obj.main_metric, f"task {name!r}: main_metric must be a name"
     else:
@@ -392,14 +392,15 @@ def check_bad_inputs(run_dir, plugins: Plugins | None = None,
 # ------------------------------------------------------------------ all at once
 
 def check_task(name: str, *, model, train, validation, tmp_path, plugins: Plugins | None = None,
-               strategies: Iterable[str] = ("full",), bad_rows=(), bad_inputs=DEFAULT_BAD_INPUTS,
+               strategies: Iterable[str] | None = None, bad_rows=(), bad_inputs=DEFAULT_BAD_INPUTS,
                inputs: list | None = None, resume: bool = True) -> None:
-    """Every check for task ``name`` on a tiny ``model`` and small data files."""
+    """Every check for task ``name`` on a tiny ``model`` and small data files, with each
+    of ``strategies`` (default: every registered strategy, third-party ones included)."""
     plugins = plugins or fresh_plugins()
     check_registers("task", name, plugins)
     tmp_path = Path(tmp_path)
     last = None
-    for strategy in strategies:
+    for strategy in strategies_to_check(plugins, strategies):
         check_registers("strategy", strategy, plugins)
         cfg = tiny_run_config(name, model, train, validation, tmp_path / f"{name}-{strategy}", strategy)
         last = check_roundtrip(cfg, plugins, inputs)
@@ -409,6 +410,11 @@ def check_task(name: str, *, model, train, validation, tmp_path, plugins: Plugin
     check_bad_rows(cfg, plugins, bad_rows, tmp_dir=tmp_path / f"{name}-bad-rows")
     if last is not None:
         check_bad_inputs(last.run_dir, plugins, bad_inputs)
+
+
+def strategies_to_check(plugins: Plugins, strategies: Iterable[str] | None = None) -> list[str]:
+    """``strategies`` as given, or every registered strategy (in registration order)."""
+    return list(strategies) if strategies is not None else list(plugins.registry.strategies)
 
 
 def check_strategy(name: str, *, model, train, validation, tmp_path, plugins: Plugins | None = None,

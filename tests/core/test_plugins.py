@@ -207,3 +207,174 @@ def test_in_process_plugin_with_incompatible_api_is_refused():
                                           r"but tunesmith .* provides plugin API 2"):
         plugins.add(old, "old_plugin")
     assert "old_plugin" not in plugins.infos
+
+
+# ------------------------------------------------------------------ the explicit contract
+
+def test_misspelt_member_of_a_real_task_fails_at_registration_naming_plugin_and_member():
+    """A task that defines `check_inputs` (the old misspelling in question-answering) would
+    have its input check silently ignored: registration refuses it with a did-you-mean."""
+    from tunesmith.plugins.extractive_qa import QuestionAnswering
+
+    class MyQA(QuestionAnswering):
+        name, aliases = "my-qa", ()
+
+        def check_inputs(self, row, options):   # the core reads check_input
+            return self.check_input(row, options)
+
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(MyQA())
+
+    plugins = load_plugins()
+    plugins.add(Plugin(), "qa-fork")
+    with pytest.raises(PluginError) as err:
+        plugins.registry
+    assert str(err.value) == ("plugin 'qa-fork': task 'my-qa' defines `check_inputs`; "
+                              "did you mean `check_input`?")
+
+
+def test_misspelt_member_of_strategy_and_options_fail_too():
+    from tunesmith.plugins.strategies import Lora, LoraOptions
+
+    class Opts(LoraOptions):
+        def checks(self, problems):   # config calls options.check
+            pass
+
+    class MyLora(Lora):
+        name, options = "my-lora", Opts
+
+        def merge_models(self, model):
+            return model
+
+    for obj, expected in ((MyLora(), "strategy 'my-lora' defines `merge_models`; did you mean `merge_model`?"),):
+        class Plugin:
+            @hookimpl
+            def register_strategies(self, register, _obj=obj):
+                register(_obj)
+
+        plugins = load_plugins()
+        plugins.add(Plugin(), "lora-fork")
+        with pytest.raises(PluginError, match="plugin 'lora-fork': ") as err:
+            plugins.registry
+        assert expected in str(err.value)
+    MyLora.merge_models = None
+    del MyLora.merge_models
+
+    class Plugin2:
+        @hookimpl
+        def register_strategies(self, register):
+            register(MyLora())
+
+    plugins = load_plugins()
+    plugins.add(Plugin2(), "lora-fork")
+    with pytest.raises(PluginError) as err:
+        plugins.registry
+    assert "strategy 'my-lora''s options Opts defines `checks`; did you mean `check`?" in str(err.value)
+
+
+def test_builtin_plugins_define_no_near_miss():
+    from tunesmith.protocols import near_miss
+
+    reg = load_plugins().registry
+    for kind, table in (("task", reg.tasks), ("strategy", reg.strategies), ("model source", reg.model_sources)):
+        for entry in table.values():
+            assert near_miss(entry.obj, kind) is None, entry.name
+
+
+def test_misspelt_hook_in_process_is_an_error_naming_the_plugin():
+    class Typo:
+        @hookimpl
+        def register_task(self, register):   # the hook is register_tasks
+            raise AssertionError("never called")
+
+    plugins = load_plugins()
+    with pytest.raises(PluginError) as err:
+        plugins.add(Typo(), "typo-plugin")
+    assert str(err.value).startswith("plugin 'typo-plugin': implements unknown hook 'register_task' "
+                                     "(did you mean 'register_tasks'?)")
+    assert not plugins.pm.has_plugin("typo-plugin")
+    assert "text-classification" in plugins.registry.tasks   # the others still work
+
+
+def test_misspelt_hook_of_an_installed_plugin_fails_its_load(tmp_path):
+    """Discovered through its entry point: the plugin is reported failed with the reason
+    (pm.check_pending), not loaded half-way and silently ignored."""
+    root = _dist_plugin(tmp_path, "tunesmith-typo", "typo_plugin", """
+        from tunesmith import hookimpl
+
+        @hookimpl
+        def register_strategy(register):
+            raise AssertionError("never called")
+    """)
+    proc = run_cli("plugins", "--json", env={"PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    typo = next(p for p in json.loads(proc.stdout)["plugins"] if p["name"] == "typo_plugin")
+    assert typo["status"] == "failed"
+    assert "implements unknown hook 'register_strategy' (did you mean 'register_strategies'?)" in typo["error"]
+
+
+def test_registration_hooks_go_through_pluggy_and_name_each_plugin():
+    """Registration is pm.hook-driven (a subset hook caller per plugin); a pluggy
+    wrapper (wrapper=True) wraps each plugin's call, and each entry names its own plugin."""
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def register_strategies(self, register):
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+    class A:
+        @hookimpl
+        def register_strategies(self, register):
+            from tunesmith.plugins.strategies import Full
+
+            class Mine(Full):
+                name, default = "mine-a", False
+            register(Mine())
+
+    plugins = load_plugins()
+    plugins.add(Wrapper(), "wrapper")
+    plugins.add(A(), "plugin-a")
+    reg = plugins.registry
+    assert reg.strategies["mine-a"].plugin == "plugin-a" and reg.strategies["full"].plugin == "strategies"
+    # the wrapper wrapped each plugin's own call: the built-in strategies and plugin-a
+    assert seen == ["before", "after"] * 2
+
+
+def test_default_strategy_is_declared_by_the_strategy(tmp_path):
+    reg = load_plugins().registry
+    assert reg.default_strategy() == "full"
+    from tunesmith.config import load_config
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a", "label": 0}\n')
+    cfg = load_config({"task": "classification", "model": "m", "output_dir": str(tmp_path / "o"),
+                       "data": {"train": str(data), "validation": str(data)}}, registry=reg)
+    assert cfg.strategy.name == "full" and cfg.to_dict()["strategy"]["name"] == "full"
+
+
+def test_api1_trainer_class_signature_is_refused_naming_the_plugin():
+    from tunesmith.plugins.classification import TextClassification
+
+    class Old(TextClassification):
+        name, aliases = "old-style", ()
+
+        def trainer_class(self):   # API 1: no options, no modules
+            import transformers
+            return transformers.Trainer
+
+    class Plugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(Old())
+
+    plugins = load_plugins()
+    plugins.add(Plugin(), "old-plugin")
+    with pytest.raises(PluginError, match=r"plugin 'old-plugin': task 'old-style': trainer_class must take "
+                                          r"\(options, modules\) in tunesmith plugin API 2"):
+        plugins.registry

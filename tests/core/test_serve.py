@@ -174,3 +174,51 @@ def test_micro_batching_merges_concurrent_requests(run_dir):
         batcher.close()
         assert batcher.batches == expect_batches and batcher.requests == 6
         assert all(len(a[0]) == 2 and a[1] == [False, False] and a[2] is None for a in answers.values())
+
+
+def test_one_bad_request_in_a_micro_batch_fails_alone(run_dir):
+    """A real HTTP server (uvicorn, in this process) for a task without ``check_input`` (a
+    declared optional member): a bad input is not refused up front, reaches the model
+    batch with three good requests queued in the same window, and only its own request
+    fails; the batch is rerun request by request."""
+    import uvicorn
+
+    from tunesmith.plugins.classification import TextClassification
+    from tunesmith.serve import create_app
+
+    class Unchecked(TextClassification):
+        aliases = ()
+        check_input = None   # the declared default: predict alone finds the bad input
+
+    class Plugin:
+        @tunesmith.hookimpl
+        def register_tasks(self, register):
+            register(Unchecked())
+
+    plugins = tunesmith.load_plugins(disable=["classification"])
+    plugins.add(Plugin(), "unchecked-classification")
+    predictor = tunesmith.load(run_dir, plugins=plugins)
+    app = create_app(predictor, max_batch_size=32, max_wait_ms=400)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        bodies = [{"inputs": ["a fine film"]}, {"inputs": [{"text": 3}]}, {"inputs": ["dull"]},
+                  {"inputs": ["good", "bad"]}]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda b: request(port, "POST", "/predict", b), bodies))
+        ok = [a for i, a in enumerate(answers) if i != 1]
+        assert all(status == 200 for status, _ in ok), answers
+        assert [len(body["predictions"]) for _, body in ok] == [1, 1, 2]
+        status, body = answers[1]
+        assert status == 422 and "text" in json.dumps(body), answers[1]
+        expected = predictor.predict(["a fine film", "dull", "good", "bad"])
+        assert [p for _, b in ok for p in b["predictions"]] == expected
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

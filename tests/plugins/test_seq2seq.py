@@ -242,3 +242,38 @@ def test_stop_cut():
 
     assert _cut(" Ein Hund läuft.\nEnglish: A cat", ["\n"]) == "Ein Hund läuft."
     assert _cut("Ein Hund", []) == "Ein Hund"
+
+
+def test_metric_registered_for_translation_reaches_metrics_json(tiny_models, pairs, tmp_path):
+    """register_metrics for translation: the metric (a local evaluate module over generated
+    and reference strings) is computed in training's evaluation, written to metrics.json,
+    and reproduced by Predictor.evaluate (the task's evaluate receives the modules)."""
+    import tunesmith
+
+    module = tmp_path / "same_length"
+    module.mkdir()
+    (module / "same_length.py").write_text(
+        "import datasets\nimport evaluate\n"
+        "class SameLength(evaluate.Metric):\n"
+        "    def _info(self):\n"
+        "        return evaluate.MetricInfo(description='share of outputs as many words long as the reference',\n"
+        "            citation='', inputs_description='', features=datasets.Features(\n"
+        "            {'predictions': datasets.Value('string'), 'references': datasets.Value('string')}))\n"
+        "    def _compute(self, predictions, references):\n"
+        "        same = [len(p.split()) == len(r.split()) for p, r in zip(predictions, references)]\n"
+        "        return {'same_length': sum(same) / len(same)}\n")
+
+    class Extra:
+        @tunesmith.hookimpl
+        def register_metrics(self, register):
+            register("translation", "same_length", module)
+
+    plugins = tunesmith.load_plugins()
+    plugins.add(Extra(), "extra-metric")
+    cfg = _config(tiny_models["t5"], pairs, tmp_path / "run", epochs=2)
+    result = train(cfg, plugins=plugins, quiet=True)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 <= saved["eval"]["same_length"] <= 1 and "chrf" in saved["eval"]
+    assert "same_length" in saved["history"][-1]["eval"]
+    again = Predictor(tmp_path / "run", plugins=plugins).evaluate(pairs["validation"])
+    assert again["same_length"] == pytest.approx(result.metrics["same_length"])

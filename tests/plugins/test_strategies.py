@@ -101,3 +101,53 @@ def test_lora_option_checks():
     problems = []
     LoraOptions(r=0, alpha=0, dropout=1.5).check(problems)
     assert len(problems) == 3
+
+
+def test_lora_run_model_folder_is_portable_with_label_names(tiny_bert, sst2_small, tmp_path):
+    """A LoRA run's model/ loads with peft alone (AutoPeftModelForSequenceClassification,
+    from the run directory, as the model card says) after the run directory was moved:
+    the base it refers to is model/base (relative, inside the run), and its config has
+    the label names, so the labels are the ones `tunesmith predict` gives."""
+    import json
+    import os
+    import shutil
+
+    import tunesmith
+    from tests.conftest import read_jsonl, run_cli
+
+    cfg = {"task": "text-classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
+           "data": {"train": str(sst2_small["train"]), "validation": str(sst2_small["validation"])},
+           "strategy": {"name": "lora"},
+           "training": {"epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "logging_steps": 4}}
+    tunesmith.train(cfg, quiet=True)
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(tmp_path / "run", moved)
+    shutil.rmtree(tmp_path / "run")
+    adapter = json.loads((moved / "model" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "model/base"
+    assert str(tmp_path) not in (moved / "model" / "adapter_config.json").read_text()
+    labels = json.loads((moved / "tunesmith.json").read_text())["task_state"]["labels"]
+    base_config = json.loads((moved / "model" / "base" / "config.json").read_text())
+    assert list(base_config["id2label"].values()) == labels and not labels[0].startswith("LABEL_")
+
+    texts = [r["text"] for r in read_jsonl(sst2_small["validation"], 12)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    proc = run_cli("predict", moved, "--input", src)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours = [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    here = os.getcwd()
+    os.chdir(moved)
+    try:
+        model = AutoPeftModelForSequenceClassification.from_pretrained("model").eval()
+        tok = AutoTokenizer.from_pretrained("model")
+        with torch.no_grad():
+            logits = model(**tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")).logits
+    finally:
+        os.chdir(here)
+    theirs = [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+    assert theirs == ours
