@@ -358,15 +358,14 @@ class TextGeneration:
         return [{"reference": ref, "prompt": p, "test": t, "entry_point": e}
                 for ref, p, t, e in zip(get("_reference"), get("_prompt"), get("_test"), get("_entry_point"))]
 
-    def evaluate(self, model, tokenizer, dataset, state, options, batch_size):
-        """Generation metrics on labelled rows (``tunesmith evaluate``)."""
-        from tunesmith import load_plugins
+    def evaluate(self, model, tokenizer, dataset, state, options, batch_size, modules):
+        """Generation metrics on labelled rows (``tunesmith evaluate``); ``modules``: the
+        metrics registered for the task."""
         from tunesmith.data import encode
 
         ds = encode(dataset, self, tokenizer, state, options, train=False)
         samples = self.generate(model, tokenizer, list(ds["_prompt_ids"]), options, batch_size,
                                 options.num_samples)
-        modules = load_plugins().registry.metrics_for(self.name)
         scores = self.score(samples, self._eval_rows(ds), options, modules)
         return {**scores, "gen_len": _gen_len(tokenizer, samples), "rows": len(ds)}
 
@@ -416,7 +415,8 @@ class TextGeneration:
                        > options.max_prompt_length)
         return out
 
-    def trainer_class(self):
+    def trainer_class(self, options, modules):
+        # the registered metrics reach it through the run's compute_metrics accumulator
         return _generation_trainer(self)
 
 
