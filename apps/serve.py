@@ -282,7 +282,7 @@ def create_app(predictor, max_batch_size: int = 32, max_wait_ms: float = 5.0,
     registry = CollectorRegistry()
     metrics = _metrics(registry)
     stall_s = stall_s if stall_s is not None else max(timeout_s, 10.0)
-    from .protocols import member
+    from ..protocols import member
     max_length = member(predictor.options, "max_length") or member(predictor.options, "max_source_length")
 
     @asynccontextmanager
