@@ -296,28 +296,22 @@ class TextGeneration:
                           num_beams=1)
         if options.stop:   # stop early (saves time); the text is cut below either way
             kwargs.update(stop_strings=list(options.stop), tokenizer=tokenizer)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out: list = [None] * len(prompts)
+        from tunesmith.util import in_batches
+
         device = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
-                    batch = [list(prompts[i]) for i in idx]
-                    width = max(map(len, batch))
-                    # left padding: every prompt ends where generation starts
-                    ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
-                    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
-                    gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
-                    texts = tokenizer.batch_decode(gen, skip_special_tokens=True)
-                    for j, i in enumerate(idx):
-                        out[i] = [_cut(t, options.stop) for t in texts[j * samples:(j + 1) * samples]]
-        finally:
-            model.train(was_training)
-        return out
+
+        def run(batch):
+            batch = [list(p) for p in batch]
+            width = max(map(len, batch))
+            # left padding: every prompt ends where generation starts
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
+            texts = tokenizer.batch_decode(gen, skip_special_tokens=True)
+            return [[_cut(t, options.stop) for t in texts[j * samples:(j + 1) * samples]] for j in range(len(batch))]
+
+        return in_batches(model, list(prompts), batch_size, run)
 
     # -- metrics / evaluation / prediction ----------------------------------------
     def metrics(self, state, options, modules):
