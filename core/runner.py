@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, lifecycle, precision, prepcache, progress, rundir, sampling
+from . import checkpoints, data, lifecycle, precision, prepcache, progress, rundir
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, ModelError, RowError, RunDirError, TrainingInterrupted, first_line
 from .manager import Plugins, load_plugins
@@ -302,8 +302,7 @@ def _trainer(run: Run, job: _Job, term):
     callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
     swap = job.swap
     trainer_cls = member(task, "trainer_class")
-    # the task's Trainer class (or the stock one), with a length-grouped order that scales
-    trainer = sampling.length_grouped(trainer_cls(opts, extra_metrics) if trainer_cls else transformers.Trainer)(
+    trainer = (trainer_cls(opts, extra_metrics) if trainer_cls else transformers.Trainer)(
         model=swap.model if swap else job.model, args=job.args,
         train_dataset=(swap.datasets if swap else job.datasets)["train"],
         eval_dataset=(swap.datasets if swap else job.datasets)["validation"],
