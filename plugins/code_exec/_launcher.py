@@ -205,7 +205,10 @@ def main() -> None:
             os.mkdir(workdir, 0o700)
             if uid is not None:
                 os.chown(workdir, uid, uid)
+            # a virtualenv's platstdlib is its own lib/ (site-packages, which -I never reads): when
+            # the venv sits under /tmp it is gone with the fresh tmpfs, and nothing needs it back
             libs = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+            libs = {lib for lib in libs if os.path.isdir(lib)}
             stage = "/tmp/.stage"
             os.mkdir(stage, 0o700)
             _cover(spec["hide"], sorted(libs), uid, stage)

@@ -184,7 +184,7 @@ def test_one_bad_request_in_a_micro_batch_fails_alone(run_dir):
     import uvicorn
 
     from tunesmith.plugins.classification import TextClassification
-    from tunesmith.serve import create_app
+    from tunesmith.apps.serve import create_app
 
     class Unchecked(TextClassification):
         aliases = ()

@@ -39,7 +39,7 @@ def test_full_through_the_cli(tmp_path):
     run_dir = tmp_path / "full"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["eval"]["accuracy"] >= 0.80, metrics["eval"]
-    assert "it/s" in proc.stderr or "s/it" in proc.stderr   # a progress bar was shown
+    assert "step/s" in proc.stderr or "s/step" in proc.stderr   # the labelled train bar was shown
 
     pred = run_cli("predict", run_dir, "--input", "-",
                    input='{"text": "a warm , funny and deeply moving film"}\n'
