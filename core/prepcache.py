@@ -55,7 +55,7 @@ def key(task, dataset, tokenizer, state, options, train: bool) -> str | None:
         version = metadata.version(module.split(".")[0])
     except metadata.PackageNotFoundError:
         version = "?"
-    head = {"format": FORMAT, "task": getattr(task, "name", type(task).__name__), "module": module,
+    head = {"format": FORMAT, "task": task.name, "module": module,
             "version": version, "source": _source_digest(module), "state": state,
             "options": _options(options), "train": train, "data": fingerprint}
     h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
