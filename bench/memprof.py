@@ -44,6 +44,7 @@ def main() -> None:
 
     threading.Thread(target=stderr_lines, daemon=True).start()
     peak = (0.0, 0.0, 0.0, 0.0)
+    by_file: dict = {}
     while proc.poll() is None:
         try:
             fields = dict(line.split(":", 1) for line in open(f"/proc/{proc.pid}/status"))
@@ -54,11 +55,32 @@ def main() -> None:
         log.write(f"{now:7.1f} RSS anon {anon:.2f} file {filed:.2f} GB\n")
         if anon + filed > peak[0]:
             peak = (anon + filed, anon, filed, now)
+            by_file = mapped_files(proc.pid) or by_file
         time.sleep(1)
     log.write(f"rc {proc.wait()} peak {peak}\n")
+    for path, gb in sorted(by_file.items(), key=lambda kv: -kv[1])[:12]:
+        log.write(f"at peak: {gb:.3f} GB resident from {path}\n")
     log.close()
+    for path, gb in sorted(by_file.items(), key=lambda kv: -kv[1])[:6]:
+        print(f"  at peak: {gb:.3f} GB resident from {path}")
     print(f"{args.rows:,} rows: peak RSS {peak[0]:.2f} GB (anonymous {peak[1]:.2f}, file-backed {peak[2]:.2f}) "
           f"at {peak[3]:.0f} s; rc {proc.returncode}")
+
+
+def mapped_files(pid: int) -> dict:
+    """Resident GB per mapped file (``/proc/PID/smaps``): which files the file-backed RSS is."""
+    out: dict = {}
+    current = None
+    try:
+        for line in open(f"/proc/{pid}/smaps"):
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                current = head[5] if len(head) > 5 else "[anon]"
+            elif head and head[0] == "Rss:" and current is not None:
+                out[current] = out.get(current, 0.0) + int(head[1]) / 2**20
+    except OSError:
+        return {}
+    return out
 
 
 if __name__ == "__main__":

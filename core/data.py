@@ -571,8 +571,63 @@ def each_row(batch: dict, check_row: Callable[[dict], None]) -> None:
 
 def column_values(dataset, column: str, batch_size: int = 50_000) -> Iterator:
     """Every value of one column, batch by batch (for ``setup``: label sets and the like)."""
-    for batch in dataset.select_columns([column]).iter(batch_size=batch_size):
-        yield from batch[column]
+    if not hasattr(dataset, "__len__"):   # a stream
+        for batch in dataset.select_columns([column]).iter(batch_size=batch_size):
+            yield from batch[column]
+        return
+    features = dataset.features.__class__({column: dataset.features[column]})
+    for table in arrow_batches(dataset, [column], batch_size):
+        yield from features.decode_batch(table.to_pydict())[column]
+
+
+def arrow_batches(dataset, columns: list[str], batch_size: int = 50_000) -> Iterator:
+    """``columns`` of every row of a ``datasets.Dataset`` as pyarrow batches, for one pass.
+
+    When the dataset is its Arrow files as written (no selection, no transform), the files
+    are read with buffered reads rather than through the memory map: a pass over millions of
+    rows then leaves none of their pages resident in this process (each page touched through
+    the map stays in its RSS, and reading one column touches its neighbours' pages too)."""
+    import pyarrow as pa
+
+    paths = _plain_files(dataset)
+    if paths is None:
+        for table in dataset.select_columns(columns).with_format("arrow").iter(batch_size=batch_size):
+            yield table
+        return
+    for path in paths:
+        with pa.OSFile(path) as f:
+            for batch in pa.ipc.open_stream(f):
+                yield batch.select(columns)
+
+
+def _plain_files(dataset) -> list[str] | None:
+    """The Arrow files a Dataset is exactly, in row order, or None (indices, slices, casts,
+    in-memory tables: anything that makes the files differ from the dataset's rows)."""
+    from datasets.table import ConcatenationTable, MemoryMappedTable
+
+    if getattr(dataset, "_indices", None) is not None:
+        return None
+    table = getattr(dataset, "data", None)
+    rows = table.blocks if isinstance(table, ConcatenationTable) else [[table]]
+    if any(len(row) != 1 for row in rows):
+        return None
+    blocks = [row[0] for row in rows]
+    # datasets records a schema-metadata update as a replay: it changes no row
+    if not blocks or not all(isinstance(b, MemoryMappedTable) and
+                             all(op[0] == "replace_schema_metadata" for op in b.replays) for b in blocks):
+        return None
+    return [b.path for b in blocks]
+
+
+def column_list(dataset, column: str) -> list | None:
+    """One column of a ``datasets.Dataset`` as a Python list read in one buffered pass (see
+    :func:`arrow_batches`), or None when it is not such a dataset or has no such column."""
+    if not hasattr(dataset, "__len__") or column not in (getattr(dataset, "column_names", None) or ()):
+        return None
+    values: list = []
+    for batch in arrow_batches(dataset, [column]):
+        values.extend(batch.column(0).to_pylist())
+    return values
 
 
 def require_text(row: dict, column: str) -> str:

@@ -21,7 +21,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import checkpoints, rundir
+from . import checkpoints, data, rundir
 from .errors import ConfigError, PluginError, RunDirError, TrainingInterrupted, TunesmithError, first_line
 from .util import split_list
 from .protocols import member
@@ -133,16 +133,17 @@ def _longest(dataset) -> int:
     if not hasattr(dataset, "__len__"):
         return 0   # a stream: reading it to the end here would defeat streaming
     names = getattr(dataset, "column_names", None)
-    if names is not None:   # a datasets.Dataset: read the lengths from Arrow, no Python lists
+    if names is not None:   # a datasets.Dataset: the lengths from Arrow, no Python lists
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        table, best = dataset.data, 0
-        for col in ("input_ids", "labels", "decoder_input_ids"):
-            kind = table.schema.field(col).type if col in names else None
-            if kind is not None and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
-                longest = pc.max(pc.list_value_length(table.column(col))).as_py()
-                best = max(best, longest or 0)
+        schema = dataset.data.schema
+        cols = [c for c in ("input_ids", "labels", "decoder_input_ids") if c in names
+                and (pa.types.is_list(schema.field(c).type) or pa.types.is_large_list(schema.field(c).type))]
+        best = 0
+        for batch in (data.arrow_batches(dataset, cols) if cols else ()):
+            for i in range(batch.num_columns):
+                best = max(best, pc.max(pc.list_value_length(batch.column(i))).as_py() or 0)
         return best
     best = 0
     for item in dataset:

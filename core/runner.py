@@ -302,7 +302,7 @@ def _trainer(run: Run, job: _Job, term):
     callbacks += [checkpoints.make_callback(t.save_steps, stop), lifecycle.finite_callback()]
     swap = job.swap
     trainer_cls = member(task, "trainer_class")
-    trainer = (trainer_cls(opts, extra_metrics) if trainer_cls else transformers.Trainer)(
+    trainer = _lengths_read_once(trainer_cls(opts, extra_metrics) if trainer_cls else transformers.Trainer)(
         model=swap.model if swap else job.model, args=job.args,
         train_dataset=(swap.datasets if swap else job.datasets)["train"],
         eval_dataset=(swap.datasets if swap else job.datasets)["validation"],
@@ -311,6 +311,47 @@ def _trainer(run: Run, job: _Job, term):
     progress.attach(trainer, term, main_metric(task, run.state))   # its bars, not the Trainer's log dicts
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
     return trainer, stop
+
+
+def _lengths_read_once(trainer_cls):
+    """``trainer_cls`` whose length-grouped samplers get the ``length`` column as one list read
+    in a buffered pass. The stock Trainer drops that column first (the model does not take
+    it), so its sampler reads every row in Python to measure it: minutes at millions of rows,
+    and the whole mapped file left resident."""
+    import transformers
+
+    def lengths(trainer, dataset, original):
+        if trainer.args.train_sampling_strategy != "group_by_length":
+            return None
+        name = trainer.args.length_column_name
+        found = data.column_list(dataset, name)
+        if found is None and original is not None and len(original) == len(dataset):
+            found = data.column_list(original, name)   # the same rows, before the columns were dropped
+        return found
+
+    class Trainer(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            found = lengths(self, ds, self.train_dataset)
+            if found is None:
+                return super()._get_train_sampler(train_dataset)
+            return transformers.trainer_pt_utils.LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=found)
+
+        if trainer_cls._get_eval_sampler is transformers.Trainer._get_eval_sampler:   # a task's own wins
+            def _get_eval_sampler(self, eval_dataset):
+                found = lengths(self, eval_dataset, self.eval_dataset if hasattr(self.eval_dataset, "__len__")
+                                else None) if eval_dataset is not None else None
+                if found is None:
+                    return super()._get_eval_sampler(eval_dataset)
+                import torch
+
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                return transformers.trainer_pt_utils.LengthGroupedSampler(
+                    self.args.eval_batch_size, lengths=found, generator=torch.Generator().manual_seed(seed))
+
+    Trainer.__name__ = Trainer.__qualname__ = trainer_cls.__name__
+    return Trainer
 
 
 def _fit(run: Run, trainer, stop: dict, resume: bool) -> float:

@@ -191,3 +191,50 @@ def test_row_error_carries_its_row():
     with pytest.raises(RowError) as err:
         each_row({"text": ["a", "b", ""]}, lambda row: require_text(row, "text"))
     assert err.value.row == 2 and err.value.field == "text"
+
+
+def test_one_pass_reads_files_not_the_map(tmp_path):
+    """arrow_batches reads a dataset's own Arrow files with buffered reads, and falls back to
+    the table for anything the files are not exactly (a selection, a slice): same values."""
+    import datasets
+
+    from tunesmith import data
+
+    rows = {"length": [i % 7 + 1 for i in range(2500)], "text": [f"row {i}" for i in range(2500)]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"), max_shard_size="20KB")
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    assert len(ds.cache_files) > 1 and data._plain_files(ds) == [f["filename"] for f in ds.cache_files]
+    assert data.column_list(ds, "length") == rows["length"]
+    assert list(data.column_values(ds, "text")) == rows["text"]
+    for view in (ds.select(range(10, 60)), ds.select([5, 3, 1]), ds.remove_columns("text"),
+                 datasets.Dataset.from_dict(rows)):
+        assert data._plain_files(view) is None
+        assert data.column_list(view, "length") == list(view["length"])
+    assert data.column_list(ds, "missing") is None
+
+
+def test_the_training_order_is_transformers_own(tmp_path):
+    """The samplers over the length list read once yield the stock Trainer's order, also
+    when the Trainer has dropped the ``length`` column the model does not take."""
+    import datasets
+    import torch
+    import transformers
+
+    from tunesmith.runner import _lengths_read_once
+
+    ds = datasets.Dataset.from_dict({"length": [(i * 37) % 50 + 1 for i in range(700)], "x": list(range(700))})
+    ds.save_to_disk(str(tmp_path / "ds"))
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    args = transformers.TrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=8, use_cpu=True,
+                                          train_sampling_strategy="group_by_length", report_to=[])
+    stock = transformers.Trainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=ds, eval_dataset=ds)
+    ours = _lengths_read_once(transformers.Trainer)(model=torch.nn.Linear(1, 1), args=args, train_dataset=ds,
+                                                    eval_dataset=ds)
+    dropped = ds.remove_columns(["length"])   # what the Trainer hands its samplers
+    orders = []
+    for sampler_of in (lambda: stock._get_train_sampler(ds), lambda: ours._get_train_sampler(dropped)):
+        torch.manual_seed(3)
+        orders.append(list(sampler_of()))
+    assert orders[0] == orders[1] and sorted(orders[0]) == list(range(700))
+    assert isinstance(ours._get_train_sampler(dropped).lengths, list)
+    assert list(stock._get_eval_sampler(ds)) == list(ours._get_eval_sampler(dropped))
