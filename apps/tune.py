@@ -449,9 +449,10 @@ def tune(config, space: list[str] = (), overrides=(), *, trials: int | None = No
     info = {"source": source, "base": base, "space": params, "settings": settings, "url": url, "out": out}
 
     def objective(trial):
+        values = {p.key: p.suggest(trial) for p in params}
+        # after the suggestions: a trial found with a dead pid is retried with all its parameters
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        values = {p.key: p.suggest(trial) for p in params}
         run_dir = out / TRIALS / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         reporter.trial, reporter.seen = trial, {}
