@@ -1,4 +1,4 @@
-"""Model cards in the Hugging Face format and the learning curves (tunesmith.card)."""
+"""Model cards in the Hugging Face format and the learning curves (tunesmith.plugins.card)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.conftest import run_cli
 
 
 def _matter(path: Path) -> dict:
-    from tunesmith.card import read_front_matter
+    from tunesmith.plugins.card import read_front_matter
 
     text = path.read_text(encoding="utf-8")
     assert text.startswith("---\n")
@@ -65,7 +65,7 @@ def test_run_and_export_cards_carry_hub_metadata_matching_metrics_json(sst2_smal
 
 def test_curves_of_a_one_evaluation_run_draw_steps_and_a_readable_axis(tmp_path):
     pytest.importorskip("matplotlib")
-    from tunesmith.card import plot_curves
+    from tunesmith.plugins.card import plot_curves
 
     hist = [{"epoch": 1.0, "step": 4, "train_loss": 0.69,
              "eval": {"loss": 0.69213, "accuracy": 0.53125, "f1": 0.53130}}]
