@@ -22,11 +22,11 @@ from pathlib import Path
 from ..errors import RunDirError, TunesmithError
 from ..protocols import member
 from ..util import atomic_dir
+from .predict import EXPORT_MANIFEST   # what `--backend onnx` needs to predict with the folder
 
 ATOL = 1e-4
 FORMATS = ("hf", "onnx")
 QUANTIZE = ("int8",)
-EXPORT_MANIFEST = "tunesmith-export.json"   # what `--backend onnx` needs to predict with the folder
 PARITY = "parity.json"
 
 
@@ -43,7 +43,7 @@ def export(run_dir, out, format: str = "hf", plugins=None, overwrite: bool = Fal
     Python without tunesmith) and its predictions on the run's validation rows are compared
     with the run's (:mod:`tunesmith.apps.parity`); the report is ``parity.json``."""
     from . import parity
-    from ..predictor import Predictor
+    from .predict import Predictor
 
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
@@ -265,7 +265,7 @@ def export_onnx(model, tokenizer, path: Path, predictor) -> float:
 
 
 def export_base_line(predictor) -> str:
-    from ..card import base_line, base_model_info
+    from ..plugins.card import base_line, base_model_info
 
     model = predictor.manifest.get("model") or {}
     return base_line(model.get("reference", ""), base_model_info(predictor.plugins, model.get("reference", ""),
@@ -274,12 +274,12 @@ def export_base_line(predictor) -> str:
 
 def model_card(predictor, format: str, quantize: str | None = None) -> str:
     from .parity import kind_of
-    from ..rundir import hf_auto_class
+    from ..plugins.card import hf_auto_class
 
     meta = predictor.metadata()
     task = predictor.task
     pipeline_task = member(task, "pipeline_task") or task.name
-    from ..card import metrics_table
+    from ..plugins.card import metrics_table
 
     metrics = metrics_table(meta["metrics"], task, predictor.state)
     kind = kind_of(task)
@@ -320,7 +320,7 @@ Label names are `id2label` in `config.json`. With tunesmith:
     how += ("\n\n`parity.json` reports how this folder, loaded as above in a Python without tunesmith, "
             "agrees with tunesmith's predictions on the run's validation rows.")
     labels = meta.get("labels")
-    from ..card import export_front_matter
+    from ..plugins.card import export_front_matter
 
     matter = export_front_matter(predictor, "transformers" if format == "hf" else "onnx",
                                  f"{predictor.run_dir.name}-{format}")
@@ -362,9 +362,9 @@ def _arguments(x) -> None:
 
 
 def _run(args, plugins) -> int:
-    from ..runner import quiet_libraries
+    from ..progress import silence_libraries
 
-    quiet_libraries()   # stdout carries the summary, stderr only tunesmith's own lines
+    silence_libraries(load=True)   # stdout carries the summary, stderr only tunesmith's own lines
     out = export(args.run_dir, args.out, format=args.format, plugins=plugins, overwrite=args.overwrite,
                  quantize=args.quantize, parity_data=args.parity_data)
     emit(json.dumps(out, indent=2), args.output)

@@ -266,7 +266,7 @@ def create_app(predictor, max_batch_size: int = 32, max_wait_ms: float = 5.0,
                micro_batching: bool = True, max_body_bytes: int = 1_000_000, max_inputs: int = 256,
                max_batch_tokens: int = 16384, max_queue: int = 1024, timeout_s: float = 30.0,
                stall_s: float | None = None):
-    """The FastAPI application for a loaded :class:`~tunesmith.predictor.Predictor`."""
+    """The FastAPI application for a loaded :class:`~tunesmith.apps.predict.Predictor`."""
     import asyncio
     from contextlib import asynccontextmanager
     from typing import Union
@@ -434,7 +434,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, plugins=None, max_
     except ImportError:
         raise TunesmithError("serving needs FastAPI, uvicorn and prometheus-client: "
                              "pip install 'tunesmith[serve]'") from None
-    from ..predictor import Predictor
+    from .predict import Predictor
 
     check_port(host, port)   # a busy port is a user mistake, said before the model loads
     predictor = Predictor(run_dir, plugins=plugins, precision=precision, backend=backend)
@@ -484,7 +484,7 @@ from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
 
 
 def _arguments(s) -> None:
-    from ..cli import add_precision
+    from .predict import add_precision
 
     s.add_argument("run_dir")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

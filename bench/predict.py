@@ -64,7 +64,7 @@ def main() -> None:
 
     import tunesmith
     from tunesmith.apps.export import export
-    from tunesmith.predictor import Predictor, predict_stream
+    from tunesmith.apps.predict import Predictor, predict_stream
 
     data = rows()
     texts = [r["text"] for r in data]

@@ -51,7 +51,7 @@ def main() -> None:
     from tunesmith import load_plugins
     from tunesmith.config import GenerationConfig, attach_generation
     from tunesmith.data import load_rows
-    from tunesmith.predictor import Predictor
+    from tunesmith.apps.predict import Predictor
     from tunesmith.runner import load_tokenizer
 
     transformers.set_seed(42)

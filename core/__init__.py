@@ -36,8 +36,8 @@ def train(config, overrides=(), **kwargs):
 
 
 def load(run_dir, **kwargs):
-    """Load a run directory as a :class:`tunesmith.predictor.Predictor`."""
-    from .predictor import Predictor
+    """Load a run directory as a :class:`tunesmith.apps.predict.Predictor`."""
+    from .apps.predict import Predictor
 
     return Predictor(run_dir, **kwargs)
 

@@ -1,10 +1,6 @@
-"""Checkpoints that survive a crash, and a graceful stop on SIGINT/SIGTERM.
+"""Checkpoints that survive a crash (a completion marker written after the Trainer's save), --resume, SIGINT/SIGTERM.
 
-The Trainer writes a checkpoint folder file by file; a crash (SIGKILL, power loss)
-in the middle leaves a folder that looks like a checkpoint but is not one. After the
-Trainer's save has returned, a callback writes a marker file into the folder; only
-folders carrying the marker are ever resumed from. Everything that needs
-transformers is imported inside functions (``tunesmith --help`` stays light).
+Only folders carrying the marker are resumed from (docs/architecture.md, "Resume after a crash").
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ def _help(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
     return field(default=default, metadata={"help": text})
 
 
+option = _help   # a field with its --help text, for the options dataclasses of plugins too
+
+
 @dataclass
 class TrainingConfig:
     epochs: float = _help("Number of passes over the training data.", 3)

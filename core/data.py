@@ -1,11 +1,7 @@
 """Data splits through ``datasets``: load any form it takes, check batch by batch, encode with map.
 
-A split is loaded (files, globs, ``save_to_disk`` folders, hub datasets, in-memory
-``Dataset``/``DatasetDict``/``IterableDataset``/DataFrame) into Arrow, memory-mapped, never
-into Python dicts. Checks run over Arrow batches; an error names the file and the line
-(JSON Lines, CSV) or row number (other formats), found again only when an error occurs.
-When ``datasets`` cannot parse a file at all, a streaming pass over its raw lines names the
-first broken line instead of repeating Arrow's message.
+Splits are Arrow (memory-mapped), never Python dicts; an error names the file and the line
+(JSON Lines, CSV) or row, found again only when an error occurs (docs/architecture.md, Data flow).
 """
 
 from __future__ import annotations

@@ -86,8 +86,8 @@ def on_run_end(run, result):
 
 @hookspec
 def register_commands(register):
-    """Add subcommands to the ``tunesmith`` command (the apps serve, export, compare and
-    tune come in this way too).
+    """Add subcommands to the ``tunesmith`` command (the apps' evaluate, predict, serve,
+    export, compare and tune come in this way too).
 
     :param register: call ``register(name, help=..., arguments=..., run=...)`` once per
         command: ``arguments(parser)`` adds its options to an ``argparse`` subparser,

@@ -1,13 +1,7 @@
-"""A run's life around its run directory: checks before it exists, marks after.
+"""A run's life around its run directory: pre-flight checks before it exists, status marks after.
 
-- :func:`preflight`: everything that can fail without training (TrainingArguments with
-  ``training.trainer_args``, the ``report_to`` integrations, input lengths against the
-  model's position embeddings) runs before the run directory is created.
-- :func:`start`: creates (or replaces) the run directory and writes ``status: running``.
-- :func:`marks_failure`: any error after that leaves ``status: failed`` in the manifest.
-- :func:`rerunnable`: a run that failed (or whose process died) holding only the
-  manifest and no complete checkpoint to resume from has nothing of value: running
-  ``train`` again into it replaces it, so the corrected command just works.
+:func:`preflight` (before the directory), :func:`start` (``status: running``), :func:`marks_failure`
+(``status: failed``), :func:`rerunnable` (a failed run with nothing to keep): docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -13,13 +13,10 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, TunesmithError
 from .registry import Entry, Registry
+from .util import split_list
 
 GROUP = "tunesmith"
 hookimpl = pluggy.HookimplMarker("tunesmith")
-
-
-def _split(value: str | None) -> set[str]:
-    return {v.strip() for v in (value or "").split(",") if v.strip()}
 
 
 @dataclass
@@ -128,8 +125,8 @@ def load_plugins(disable: Iterable[str] | None = None, allow: Iterable[str] | No
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     pm.add_hookcall_monitoring(_trace, lambda *a: None)
-    blocked = set(disable or ()) | _split(os.environ.get("TUNESMITH_DISABLE_PLUGINS"))
-    allowed = set(allow or ()) | _split(os.environ.get("TUNESMITH_PLUGINS"))
+    blocked = set(disable or ()) | set(split_list(os.environ.get("TUNESMITH_DISABLE_PLUGINS")))
+    allowed = set(allow or ()) | set(split_list(os.environ.get("TUNESMITH_PLUGINS")))
     plugins = Plugins(pm)
     eps = entry_points if entry_points is not None else metadata.entry_points(group=GROUP)
     for ep in sorted(eps, key=lambda e: e.name):

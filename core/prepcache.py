@@ -1,15 +1,8 @@
 """Preprocessing cache: a task's encoded split is written once as an Arrow file and reused.
 
-The key is a sha256 over everything the encoding depends on: the input dataset's
-``datasets`` fingerprint (for files: their paths and modification times; for in-memory
-data: its content), the task (name, plugin version and the source of its module, so an
-edited plugin never gets stale features), the tokenizer (``datasets``' own hasher), the
-task options and state, and train/eval. No Python pass over the rows. ``Dataset.map``
-writes the file (atomically: a temporary file renamed into place) and loads it
-memory-mapped on a hit.
-
-Location: ``preprocessed/`` under the cache root (:func:`tunesmith.util.cache_root`:
-``$TUNESMITH_CACHE``, default ``~/.cache/tunesmith``); ``TUNESMITH_CACHE=off`` turns it off.
+The key (sha256) covers the data's ``datasets`` fingerprint, the task (name, plugin version,
+module source), the tokenizer, the task options and state, and train/eval; the files live in
+``preprocessed/`` under :func:`tunesmith.util.cache_root` (``TUNESMITH_CACHE=off``: no cache).
 """
 
 from __future__ import annotations

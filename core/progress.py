@@ -1,13 +1,7 @@
-"""What a run shows on the terminal: one labelled line or bar per phase on stderr, one summary.
+"""What a command shows on the terminal: one labelled line or bar per phase on stderr, results on stdout.
 
-stdout carries results only (the JSON result, prediction lines, tables); everything here
-writes to stderr. The libraries' own output is replaced, not mixed in: transformers' and
-datasets' progress bars are off (tunesmith draws its own, labelled ``load``,
-``preprocess``, ``train``, ``evaluate``, ``save``), the Trainer's log dicts are not
-printed (they are in ``metrics.json``), transformers' weight-loading report is summarised
-in words ("new head: classifier, 770 parameters, initialised"), and library
-FutureWarnings / DeprecationWarnings (addressed to tunesmith's developers, not its
-users) are filtered. ``quiet`` keeps only warnings and errors.
+The libraries' own bars, load reports and developer warnings are replaced, not mixed in;
+``quiet`` keeps only warnings and errors. (The Trainer's bars: the terminal plugin.)
 """
 
 from __future__ import annotations
@@ -17,23 +11,21 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 
+from .errors import DataError
+from .util import atomic_file, is_main_process
+
 LIBRARIES = r"(tunesmith|transformers|torch|datasets|peft|accelerate|evaluate|huggingface_hub|pyarrow)(\..*)?"
 WIDTH = 10   # the phase label column
-
-
-def _main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 class Terminal:
     """The stderr side of one command. ``quiet``: no phases, no bars, no summary."""
 
     def __init__(self, quiet: bool = False, stream=None, load: bool = False):
-        self.quiet = quiet or not _main_process()
+        self.quiet = quiet or not is_main_process()
         self.stream = stream
         silence_libraries(load)
 
@@ -196,77 +188,6 @@ def load_report():
         modeling_utils.log_state_dict_report = original
 
 
-# ------------------------------------------------------------------ the Trainer
-
-def attach(trainer, terminal: Terminal, metric: str) -> None:
-    """Replace the Trainer's ProgressCallback / PrinterCallback (log dicts on stdout)
-    with :func:`trainer_callback` (labelled bars on stderr)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    if not terminal.quiet:
-        trainer.add_callback(trainer_callback(terminal, metric))
-
-
-def trainer_callback(terminal: Terminal, metric: str):
-    """``train`` bar (steps, with the latest loss and validation ``metric``), an
-    ``evaluate`` bar per evaluation, one line per evaluation with its metrics."""
-    from transformers import TrainerCallback
-
-    class TerminalProgress(TrainerCallback):
-        def __init__(self):
-            self.train_bar = self.eval_bar = None
-            self.post: dict = {}
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                self.train_bar = terminal.bar("train", total=state.max_steps, unit="step")
-                self.train_bar.update(state.global_step)   # a resumed run starts where it was
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.train_bar is not None:
-                self.train_bar.update(state.global_step - self.train_bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.train_bar is not None and "loss" in (logs or {}):
-                self.post["loss"] = f"{logs['loss']:.4f}"
-                self.train_bar.set_postfix(self.post, refresh=True)
-
-        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            if self.eval_bar is None:
-                total = len(eval_dataloader) if hasattr(eval_dataloader, "__len__") else None
-                # during training the bar goes away again; the final evaluation's stays
-                self.eval_bar = terminal.bar("evaluate", total=total, unit="batch",
-                                             leave=self.train_bar is None)
-            self.eval_bar.update(1)
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if self.eval_bar is not None:
-                self.eval_bar.close()
-                self.eval_bar = None
-            if not state.is_world_process_zero or not metrics:
-                return
-            shown = {k.split("_", 1)[1]: v for k, v in metrics.items() if "_" in k
-                     and isinstance(v, (int, float)) and not k.endswith(
-                         ("_runtime", "_per_second", "_samples", "_steps"))}
-            if self.train_bar is not None:
-                if metric in shown:
-                    self.post[metric] = f"{shown[metric]:.4f}"
-                    self.train_bar.set_postfix(self.post, refresh=True)
-                self.train_bar.write(f"{'evaluate':<{WIDTH}} epoch {state.epoch or 0:g}, step "
-                                     f"{state.global_step}: {format_metrics(shown)}", file=terminal.out)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.train_bar is not None:
-                self.train_bar.close()
-                self.train_bar = None
-
-    return TerminalProgress()
-
-
 def format_metrics(metrics: dict, most: int = 6) -> str:
     items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in items[:most])
@@ -330,28 +251,25 @@ def echo(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+@contextlib.contextmanager
+def output_file(path: str):
+    """``--output FILE``, written atomically (a failed command leaves no partial file);
+    a folder, or a file in a folder that does not exist, is one clear error first."""
+    if os.path.isdir(path):
+        raise DataError("is a directory; give a file name for --output", file=path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise DataError("output folder does not exist", file=path)
+    with atomic_file(path) as f:
+        yield f
+
+
 def emit(text: str, output=None) -> None:
     """A command's result: on stdout, or written atomically into ``output``."""
     if not output or output == "-":
         print(text, flush=True)
         return
-    from .errors import DataError
-
-    folder = os.path.dirname(os.path.abspath(output))
-    if os.path.isdir(output):
-        raise DataError("is a directory; give a file name for --output", file=output)
-    if not os.path.isdir(folder):
-        raise DataError("output folder does not exist", file=output)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(output)}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with output_file(output) as f:
+        f.write(text if text.endswith("\n") else text + "\n")
 
 
 def to_numpy(value):

@@ -1,8 +1,4 @@
-"""The run directory: manifest, metrics, model, model card, curves.
-
-The final model is written into a temporary folder inside the run directory and
-renamed into place, so a crash never leaves a half-written ``model/``.
-"""
+"""The run directory: manifest, metrics and model (atomic: temporary folder, then renamed into place)."""
 
 from __future__ import annotations
 
@@ -144,7 +140,7 @@ def steps(log_history: list) -> list:
 
 
 def save(run, model, tokenizer, result) -> None:
-    """Write model/, metrics.json, README.md, curves.png and the final manifest."""
+    """Write model/, metrics.json and the final manifest (the card plugin adds README.md, curves.png)."""
     run_dir = run.run_dir
     try:
         with atomic_dir(run_dir / MODEL) as tmp:
@@ -166,43 +162,4 @@ def save(run, model, tokenizer, result) -> None:
     # rows each split had (validation after training.max_eval_samples): the cards say what was scored
     metrics["rows"] = {name: len(split.dataset) for name, split in run.splits.items() if not split.streaming}
     write_json(run_dir / METRICS, metrics)
-    from .card import model_card, plot_curves
-
-    (run_dir / CARD).write_text(model_card(run, result, model), encoding="utf-8")
-    plot_curves(result.history, run_dir / CURVES, metrics["steps"])
     write_manifest(run, status="complete", finished=time.time())
-
-
-def precision_line(run) -> str:
-    """The model card's account of the numeric precision that trained the model."""
-    p = getattr(run, "precision", None) or {}
-    used = p.get("used", "fp32")
-    if used == "fp32":
-        text = "float32"
-    else:
-        name = {"bf16": "bfloat16", "fp16": "float16"}.get(used, used)
-        text = f"{name} mixed precision (autocast; the saved weights are float32)"
-    if p.get("requested") == "auto":
-        text += f"; chosen by `precision: auto` ({p.get('why')})"
-    return text
-
-
-# (transformers Auto class, its model_type -> class name table), most specific first
-_AUTO_CLASSES = (("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
-                 ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
-                 ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
-                 ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
-                 ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"))
-
-
-def hf_auto_class(model) -> str | None:
-    """The transformers ``AutoModelFor...`` class that loads this model's saved folder, so
-    the model card shows a snippet that works for any task, built-in or third-party."""
-    from transformers.models.auto import modeling_auto
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model   # peft wrapper
-    name = type(base).__name__
-    for auto, table in _AUTO_CLASSES:
-        if name in getattr(modeling_auto, table, {}).values():
-            return auto
-    return None

@@ -1,13 +1,9 @@
-"""The pipeline: resolve → load data → model → strategy → Trainer → evaluate → save.
-
-Everything that can be checked without torch (config, plugins, data rows, the model
-reference) is checked before the run directory is created, so a user mistake leaves
-nothing behind.
-"""
+"""The pipeline as named steps: prepare → build → start → trainer → fit → finish (nothing written before start)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import sys
@@ -27,7 +23,7 @@ from .util import is_main_process
 @dataclass(frozen=True)
 class Run:
     """Everything about a run in progress; handed to ``configure_trainer``/``on_run_end``.
-    Built once, complete, by :func:`prepare`, and not changed afterwards."""
+    Built complete by :func:`prepare` (``train`` adds its terminal), not changed afterwards."""
 
     config: RunConfig
     task: Any
@@ -41,6 +37,7 @@ class Run:
     state: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)   # name -> tunesmith.data.Split
     started_at: float = field(default_factory=time.time)
+    terminal: Any = field(default=None, repr=False, compare=False)   # tunesmith.progress.Terminal of train()
 
 
 @dataclass
@@ -233,12 +230,13 @@ def train(config, overrides=(), *, plugins: Plugins | None = None, overwrite: bo
     term = progress.Terminal(quiet)   # stderr: labelled phases (before the data's own bars)
     begun = time.time()
     run = prepare(config, overrides, plugins, overwrite, resume, data_splits=data)
+    run = dataclasses.replace(run, terminal=term)   # the terminal plugin draws the Trainer's bars on it
     job = _build(run, quiet, term)
     _start(run, overwrite, resume)
     # stdout carries the result only: the Trainer's log lines and anything a plugin prints
     # while training go to stderr
     with lifecycle.marks_failure(run, is_main_process()), contextlib.redirect_stdout(sys.stderr):
-        trainer, stop = _trainer(run, job, term)
+        trainer, stop = _trainer(run, job)
         runtime = _fit(run, trainer, stop, resume) + (job.swap.seconds if job.swap else 0.0)
         result = _finish(run, job, trainer, runtime, term)
     progress.summary(term, run, result, time.time() - begun)
@@ -289,7 +287,7 @@ def _start(run: Run, overwrite: bool, resume: bool) -> None:
         lifecycle.start(run, run.replace, resume)
 
 
-def _trainer(run: Run, job: _Job, term):
+def _trainer(run: Run, job: _Job):
     """The Trainer (the task's class, if it has one) and the dict its stop callback fills."""
     import transformers
     from transformers import EarlyStoppingCallback
@@ -308,7 +306,6 @@ def _trainer(run: Run, job: _Job, term):
         eval_dataset=(swap.datasets if swap else job.datasets)["validation"],
         data_collator=swap.collator if swap else job.collator, processing_class=job.tokenizer,
         compute_metrics=compute, callbacks=callbacks)
-    progress.attach(trainer, term, main_metric(task, run.state))   # its bars, not the Trainer's log dicts
     run.plugins.call("configure_trainer", trainer=trainer, run=run)
     return trainer, stop
 
@@ -420,17 +417,6 @@ def choose_precision(cfg: RunConfig, task, strategy) -> dict:
     if given != used:
         used, why = given, "training.trainer_args"
     return {"requested": requested, "used": used, "why": why}
-
-
-def quiet_libraries() -> None:
-    """Only tunesmith's own messages on stderr: no load reports or progress bars from
-    transformers (e.g. "Loading weights") or datasets (the preprocessing cache's saves)."""
-    import datasets
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
 
 
 def _has_accelerator() -> bool:

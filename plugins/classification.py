@@ -276,6 +276,18 @@ class TextClassification:
         return in_batches(model, pairs, batch_size, run, length=lambda p: len(p[0]) + len(p[1] or ""))
 
 
+def label_metric_info(config_name: str, description: str):
+    """The ``evaluate.MetricInfo`` of the label metrics (metrics/accuracy, metrics/f1): an int
+    label per row, or with config "multilabel" a 0/1 indicator list per row."""
+    import datasets
+    import evaluate
+
+    label = datasets.Value("int32")
+    kind = datasets.Sequence(label) if config_name == "multilabel" else label
+    return evaluate.MetricInfo(description=description, citation="", inputs_description="predictions, references",
+                               features=datasets.Features({"predictions": kind, "references": kind}))
+
+
 class _DropLength:
     """Dynamic padding; the ``length`` column only serves length-grouped sampling."""
 

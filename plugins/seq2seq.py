@@ -321,16 +321,7 @@ class Seq2SeqTask:
 
     # -- generation ---------------------------------------------------------------
     def generate_kwargs(self, tokenizer, options) -> dict:
-        gen = getattr(options, "generation", None)
-        kwargs = {"max_new_tokens": options.max_target_length, "num_beams": 1, "do_sample": False}
-        if gen is not None:
-            kwargs.update(max_new_tokens=gen.max_new_tokens or options.max_target_length,
-                          num_beams=gen.num_beams, length_penalty=gen.length_penalty)
-            if gen.no_repeat_ngram_size:
-                kwargs["no_repeat_ngram_size"] = gen.no_repeat_ngram_size
-            if gen.num_beams > 1:
-                kwargs["early_stopping"] = True
-        return kwargs
+        return generation_kwargs(options, options.max_target_length, early_stopping=True)
 
     def generate(self, model, tokenizer, sources: list[str], options, batch_size: int) -> list[str]:
         """Generated text for each source (prompt stripped, special tokens dropped)."""
@@ -371,7 +362,7 @@ class Seq2SeqTask:
 
     # -- metrics / evaluation / prediction ----------------------------------------
     def metrics(self, state, options, modules):
-        return _TextMetrics(self, modules)
+        return Collected(lambda predictions, references: self.score_all(predictions, references, modules))
 
     def evaluate(self, model, tokenizer, dataset, state, options, batch_size, modules):
         src_col, tgt_col = self.columns(options)
@@ -508,49 +499,72 @@ class _Collator:
         return batch
 
 
-class _TextMetrics:
-    """Accumulates generated texts and references (the protocol's accumulator)."""
+class Collected:
+    """The protocol's metric accumulator for generation tasks (text-generation uses it too):
+    keeps every batch's predictions and references, then ``score(predictions, references)``."""
 
-    def __init__(self, task, modules):
-        self.task, self.modules, self.predictions, self.references = task, modules, [], []
+    def __init__(self, score):
+        self.score, self.predictions, self.references = score, [], []
 
     def add_batch(self, predictions, references):
         self.predictions.extend(predictions)
         self.references.extend(references)
 
     def compute(self) -> dict:
-        return self.task.score_all(self.predictions, self.references, self.modules)
+        return self.score(self.predictions, self.references)
 
 
-def _generation_trainer(task, modules):
-    """A Trainer whose evaluation is the teacher-forced loss (the Trainer's own loop)
-    plus metrics on real generated text; the best checkpoint is picked on those."""
+def generation_kwargs(options, max_new_tokens: int, early_stopping: bool = False) -> dict:
+    """``generate()`` keywords from ``generation.*`` (``options.generation``; greedy without it)."""
+    gen = getattr(options, "generation", None)
+    kwargs = {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False}
+    if gen is not None:
+        kwargs.update(max_new_tokens=gen.max_new_tokens or max_new_tokens, num_beams=gen.num_beams,
+                      length_penalty=gen.length_penalty)
+        if gen.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = gen.no_repeat_ngram_size
+        if early_stopping and gen.num_beams > 1:
+            kwargs["early_stopping"] = True
+    return kwargs
+
+
+def generation_trainer(scores):
+    """A Trainer class whose evaluation is the teacher-forced loss (the Trainer's own loop,
+    no logits gathered) plus ``scores(trainer, dataset, compute)``: metrics on generated text
+    (``compute`` is the run's metric function); the best checkpoint is picked on those."""
     import transformers
 
     class GenerationTrainer(transformers.Trainer):
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             self._generation_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-            saved, self.compute_metrics = self.compute_metrics, None   # no logits gathered
+            self._saved_metrics, self.compute_metrics = self.compute_metrics, None
             try:
                 return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             finally:
-                self.compute_metrics = saved
+                self.compute_metrics = self._saved_metrics
 
         def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                             metric_key_prefix="eval"):
             output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
             ds = getattr(self, "_generation_dataset", None)
-            if ds is not None and "_source" in ds.column_names:
-                options = self.data_collator.options
-                tok = self.processing_class
-                preds = task.generate(self.model, tok, list(ds["_source"]), options,
-                                      self.args.per_device_eval_batch_size)
-                scores = {**task.score_all(preds, list(ds["_reference"]), modules),
-                          "gen_len": round(task.gen_len(tok, preds), 4)}
-                output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+            extra = scores(self, ds, getattr(self, "_saved_metrics", None)) if ds is not None else None
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in (extra or {}).items()})
             return output
 
     return GenerationTrainer
+
+
+def _generation_trainer(task, modules):
+    def scores(trainer, ds, compute):
+        if "_source" not in ds.column_names:
+            return None
+        tok = trainer.processing_class
+        preds = task.generate(trainer.model, tok, list(ds["_source"]), trainer.data_collator.options,
+                              trainer.args.per_device_eval_batch_size)
+        return {**task.score_all(preds, list(ds["_reference"]), modules),
+                "gen_len": round(task.gen_len(tok, preds), 4)}
+
+    return generation_trainer(scores)
 
 
 @hookimpl(trylast=True)

@@ -76,6 +76,11 @@ def _freeze_mode(module) -> None:
     module.eval()
 
 
+def _require(problems: list, name: str, value, ok: bool, need: str) -> None:
+    if not ok:
+        problems.append(f"strategy.{name} must be {need}, got {value!r}")
+
+
 # ---------------------------------------------------------------- strategies
 
 @dataclass
@@ -101,8 +106,7 @@ class PartialOptions:
     layers: int = field(default=2, metadata={"help": "How many of the last transformer layers to train."})
 
     def check(self, problems):
-        if self.layers < 1:
-            problems.append(f"strategy.layers must be >= 1, got {self.layers!r}")
+        _require(problems, "layers", self.layers, self.layers >= 1, ">= 1")
 
 
 class Partial:
@@ -209,19 +213,14 @@ class LoraOptions:
                                         "(query/value for BERT, q_proj/v_proj for Llama, ...)."})
 
     def check(self, problems):
-        if self.r < 1:
-            problems.append(f"strategy.r must be >= 1, got {self.r!r}")
-        if self.alpha <= 0:
-            problems.append(f"strategy.alpha must be > 0, got {self.alpha!r}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"strategy.dropout must be in [0, 1), got {self.dropout!r}")
+        _require(problems, "r", self.r, self.r >= 1, ">= 1")
+        _require(problems, "alpha", self.alpha, self.alpha > 0, "> 0")
+        _require(problems, "dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
 
 
 class Lora:
-    name = "lora"
+    name, options, default_learning_rate = "lora", LoraOptions, 1e-3
     description = "Low-rank adapters (peft) on attention; the head trains and is saved with the adapter."
-    options = LoraOptions
-    default_learning_rate = 1e-3
 
     def apply(self, model, task, options):
         from peft import LoraConfig, get_peft_model

@@ -24,9 +24,10 @@ preparation; its collator, packing and completion-boundary rule are what is reus
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tunesmith import DataError, RowError, hookimpl
+from tunesmith.config import option
 
 BUILTIN_METRICS = ("exact_match", "chrf", "bleu", "rouge", "pass@k")
 PASS_AT_K = "pass@k"
@@ -37,39 +38,31 @@ CODE_COLUMNS = ("test", "entry_point")
 @dataclass
 class TextGenerationOptions:
     uses_generation: typing.ClassVar[bool] = True   # receives generation.* (config.attach_generation)
-    prompt_column: str = field(default="prompt", metadata={"help": "Column with the prompt (instruction)."})
-    completion_column: str = field(default="completion", metadata={
-        "help": "Column with the response the model learns to write."})
-    messages_column: str = field(default="messages", metadata={
-        "help": "Column with a chat (list of {role, content}); used when a row has no prompt column. "
-                "The loss is on the last turn, which must be the assistant's."})
-    chat_template: typing.Optional[bool] = field(default=None, metadata={
-        "help": "Render rows with the tokenizer's chat template; default: when it has one "
-                "(recorded in the run's manifest)."})
-    system_prompt: typing.Optional[str] = field(default=None, metadata={
-        "help": "A system turn put before every prompt when the chat template is used."})
-    max_prompt_length: int = field(default=512, metadata={
-        "help": "Keep the last this many prompt tokens (the end, where the answer starts)."})
-    max_completion_length: int = field(default=256, metadata={
-        "help": "Truncate completions to this many tokens; default generation length."})
-    packing: bool = field(default=False, metadata={
-        "help": "Pack training sequences into rows of max_prompt_length + max_completion_length "
-                "tokens (TRL best-fit decreasing; positions restart in each sequence)."})
-    metrics: typing.List[str] = field(default_factory=lambda: ["exact_match", "chrf", "bleu", "rouge"],
-                                      metadata={"help": "Metrics on generated text: exact_match, chrf, "
-                                                        "bleu, rouge, pass@k (pass@k is added when the "
-                                                        "rows have a test column)."})
-    main_metric: typing.Optional[str] = field(default=None, metadata={
-        "help": "The metric that picks the best checkpoint; default: pass@1 when the rows have "
-                "tests, else chrf (or the first of data.metrics)."})
-    stop: typing.List[str] = field(default_factory=list, metadata={
-        "help": "Cut each generation at the first of these strings (e.g. \"\\ndef \" for code)."})
-    num_samples: int = field(default=1, metadata={
-        "help": "Completions sampled per prompt for pass@k (1: one greedy completion)."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature when num_samples > 1."})
-    pass_k: typing.List[int] = field(default_factory=lambda: [1], metadata={
-        "help": "The k of pass@k (each <= num_samples)."})
-    sandbox_timeout_s: float = field(default=10.0, metadata={"help": "Seconds each completion's tests may run."})
+    prompt_column: str = option("Column with the prompt (instruction).", "prompt")
+    completion_column: str = option("Column with the response the model learns to write.", "completion")
+    messages_column: str = option("Column with a chat (list of {role, content}); used when a row has no prompt "
+                                  "column. The loss is on the last turn, which must be the assistant's.", "messages")
+    chat_template: typing.Optional[bool] = option(
+        "Render rows with the tokenizer's chat template; default: when it has one (recorded in the run's manifest).",
+        None)
+    system_prompt: typing.Optional[str] = option(
+        "A system turn put before every prompt when the chat template is used.", None)
+    max_prompt_length: int = option("Keep the last this many prompt tokens (the end, where the answer starts).", 512)
+    max_completion_length: int = option("Truncate completions to this many tokens; default generation length.", 256)
+    packing: bool = option("Pack training sequences into rows of max_prompt_length + max_completion_length tokens "
+                           "(TRL best-fit decreasing; positions restart in each sequence).", False)
+    metrics: typing.List[str] = option("Metrics on generated text: exact_match, chrf, bleu, rouge, pass@k (pass@k "
+                                       "is added when the rows have a test column).",
+                                       factory=lambda: ["exact_match", "chrf", "bleu", "rouge"])
+    main_metric: typing.Optional[str] = option(
+        "The metric that picks the best checkpoint; default: pass@1 when the rows have tests, else chrf (or the "
+        "first of data.metrics).", None)
+    stop: typing.List[str] = option(
+        "Cut each generation at the first of these strings (e.g. \"\\ndef \" for code).", factory=list)
+    num_samples: int = option("Completions sampled per prompt for pass@k (1: one greedy completion).", 1)
+    temperature: float = option("Sampling temperature when num_samples > 1.", 0.8)
+    pass_k: typing.List[int] = option("The k of pass@k (each <= num_samples).", factory=lambda: [1])
+    sandbox_timeout_s: float = option("Seconds each completion's tests may run.", 10.0)
 
     def check(self, problems: list[str]) -> None:
         for name in ("max_prompt_length", "max_completion_length", "num_samples"):
@@ -274,14 +267,9 @@ class TextGeneration:
 
     # -- generation ---------------------------------------------------------------
     def generate_kwargs(self, options) -> dict:
-        gen = getattr(options, "generation", None)
-        kwargs = {"max_new_tokens": options.max_completion_length, "num_beams": 1, "do_sample": False}
-        if gen is not None:
-            kwargs.update(max_new_tokens=gen.max_new_tokens or options.max_completion_length,
-                          num_beams=gen.num_beams, length_penalty=gen.length_penalty)
-            if gen.no_repeat_ngram_size:
-                kwargs["no_repeat_ngram_size"] = gen.no_repeat_ngram_size
-        return kwargs
+        from tunesmith.plugins.seq2seq import generation_kwargs
+
+        return generation_kwargs(options, options.max_completion_length)
 
     def generate(self, model, tokenizer, prompts: list[list[int]], options, batch_size: int,
                  samples: int = 1) -> list[list[str]]:
@@ -315,7 +303,9 @@ class TextGeneration:
 
     # -- metrics / evaluation / prediction ----------------------------------------
     def metrics(self, state, options, modules):
-        return _GenerationMetrics(options, modules)
+        from tunesmith.plugins.seq2seq import Collected
+
+        return Collected(lambda samples, rows: self.score(samples, rows, options, modules))
 
     def score(self, samples: list[list[str]], rows: list[dict], options, modules: dict | None = None) -> dict:
         """The metrics of generated ``samples`` (per row, a list) against ``rows`` (dicts
@@ -502,57 +492,27 @@ class _Collator:
         return self._plain(feats)
 
 
-class _GenerationMetrics:
-    """Accumulates generated samples and evaluation rows (the protocol's accumulator)."""
-
-    def __init__(self, options, modules):
-        self.options, self.modules, self.samples, self.rows = options, modules, [], []
-
-    def add_batch(self, samples, rows):
-        self.samples.extend(samples)
-        self.rows.extend(rows)
-
-    def compute(self) -> dict:
-        return TASK.score(self.samples, self.rows, self.options, self.modules)
-
-
 def _generation_trainer(task):
-    """A Trainer whose evaluation is the teacher-forced loss (the Trainer's own loop) plus
-    metrics on generated text, through the run's metric accumulator (so registered metric
-    modules are included); the best checkpoint is picked on those."""
-    import transformers
+    """seq2seq's generation Trainer scoring through the run's metric accumulator (so
+    registered metric modules are included), on packed or plain rows."""
     from transformers.trainer_utils import EvalPrediction
 
-    class TextGenerationTrainer(transformers.Trainer):
+    from tunesmith.plugins.seq2seq import generation_trainer
+
+    def scores(trainer, ds, compute):
+        if "_prompt_ids" not in ds.column_names or compute is None:
+            return None
+        options, tok = trainer.data_collator.options, trainer.processing_class
+        samples = task.generate(trainer.model, tok, list(ds["_prompt_ids"]), options,
+                                trainer.args.per_device_eval_batch_size, options.num_samples)
+        result = compute(EvalPrediction(predictions=samples, label_ids=task._eval_rows(ds)), compute_result=True)
+        return {**result, "gen_len": _gen_len(tok, samples)}
+
+    class TextGenerationTrainer(generation_trainer(scores)):
         def _set_signature_columns_if_needed(self):
             # packed rows carry their sequence lengths to the collator
             if self._signature_columns is None:
                 self._signature_columns = ["input_ids", "labels", "seq_lengths", "length"]
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            self._generation_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-            saved, self.compute_metrics = self.compute_metrics, None   # no logits gathered
-            self._saved_metrics = saved
-            try:
-                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-            finally:
-                self.compute_metrics = saved
-
-        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                            metric_key_prefix="eval"):
-            output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
-            ds = getattr(self, "_generation_dataset", None)
-            compute = getattr(self, "_saved_metrics", None)
-            if ds is not None and "_prompt_ids" in ds.column_names and compute is not None:
-                options = self.data_collator.options
-                tok = self.processing_class
-                samples = task.generate(self.model, tok, list(ds["_prompt_ids"]), options,
-                                        self.args.per_device_eval_batch_size, options.num_samples)
-                scores = compute(EvalPrediction(predictions=samples, label_ids=task._eval_rows(ds)),
-                                 compute_result=True)
-                scores["gen_len"] = _gen_len(tok, samples)
-                output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
-            return output
 
     return TextGenerationTrainer
 

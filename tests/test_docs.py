@@ -100,7 +100,7 @@ def test_member_table_matches_the_declared_contract():
     assert rows == expected, "docs/plugins.md's member table is not in the declared order"
 
 
-# functions the member and literal checks skip: none since the model card moved to core/card.py
+# functions the member and literal checks skip: none since the model card moved to plugins/card.py
 PENDING: set = set()
 
 

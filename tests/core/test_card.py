@@ -1,4 +1,4 @@
-"""Model cards in the Hugging Face format and the learning curves (tunesmith.card)."""
+"""Model cards in the Hugging Face format and the learning curves (tunesmith.plugins.card)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.conftest import run_cli
 
 
 def _matter(path: Path) -> dict:
-    from tunesmith.card import read_front_matter
+    from tunesmith.plugins.card import read_front_matter
 
     text = path.read_text(encoding="utf-8")
     assert text.startswith("---\n")
@@ -65,7 +65,7 @@ def test_run_and_export_cards_carry_hub_metadata_matching_metrics_json(sst2_smal
 
 def test_curves_of_a_one_evaluation_run_draw_steps_and_a_readable_axis(tmp_path):
     pytest.importorskip("matplotlib")
-    from tunesmith.card import plot_curves
+    from tunesmith.plugins.card import plot_curves
 
     hist = [{"epoch": 1.0, "step": 4, "train_loss": 0.69,
              "eval": {"loss": 0.69213, "accuracy": 0.53125, "f1": 0.53130}}]
@@ -91,3 +91,29 @@ def test_curves_of_a_one_evaluation_run_draw_steps_and_a_readable_axis(tmp_path)
     low, high = metric_ax.get_ylim()
     assert high - low >= 0.1                                           # not a 0.00008-wide axis
     assert all(line.get_marker() not in (None, "None", "") for line in metric_ax.lines)
+
+
+def test_the_card_is_a_plugin_written_first_on_run_end_and_can_be_disabled(tiny_config):
+    """plugins/card.py writes README.md and curves.png in on_run_end, before any other
+    plugin's on_run_end sees the run directory; disabled, the run has neither."""
+    import tunesmith
+    from tunesmith import hookimpl
+
+    seen = {}
+
+    class Publisher:   # e.g. a plugin that uploads the run directory when it is saved
+        @hookimpl
+        def on_run_end(self, run, result):
+            seen["files"] = sorted(p.name for p in run.run_dir.iterdir())
+
+    plugins = tunesmith.load_plugins()
+    plugins.add(Publisher(), "publisher")
+    result = tunesmith.train(tiny_config, plugins=plugins, quiet=True)
+    assert {"README.md", "metrics.json", "tunesmith.json", "model"} <= set(seen["files"])
+    assert "tunesmith.load" in (result.run_dir / "README.md").read_text()
+
+    cfg = {**tiny_config, "output_dir": str(result.run_dir) + "-nocard"}
+    bare = tunesmith.train(cfg, plugins=tunesmith.load_plugins(disable=["card"]), quiet=True)
+    names = {p.name for p in bare.run_dir.iterdir()}
+    assert "README.md" not in names and "curves.png" not in names
+    assert json.loads((bare.run_dir / "tunesmith.json").read_text())["status"] == "complete"

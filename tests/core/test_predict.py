@@ -9,7 +9,7 @@ import tunesmith
 from tests.conftest import SAMPLE, read_jsonl, run_cli, write_jsonl
 from tests.core.deploy_runs import train_tiny
 from tunesmith import DataError
-from tunesmith.predictor import predict_stream
+from tunesmith.apps.predict import predict_stream
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from tests.conftest import run_card_snippet, run_cli, write_jsonl
 from tunesmith import ConfigError, RowError, load_config, train
 from tunesmith.plugins.seq2seq import (Summarization, SummarizationOptions, Translation,
                                        TranslationOptions, detect_family)
-from tunesmith.predictor import Predictor
+from tunesmith.apps.predict import Predictor
 
 PAIRS = [("the film is good", "good is film the"), ("a funny movie", "movie funny a"),
          ("this is not a story", "story a not is this"), ("love and memory", "memory and love")]

@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import make_tiny_causal_lm, textgen_rows, write_jsonl
 from tunesmith import ConfigError, DataError, RowError, load_config, train
 from tunesmith.plugins.text_generation import TASK, TextGenerationOptions
-from tunesmith.predictor import Predictor
+from tunesmith.apps.predict import Predictor
 
 
 @pytest.fixture(scope="module")

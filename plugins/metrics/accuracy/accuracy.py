@@ -4,19 +4,15 @@ Config "multilabel": predictions and references are 0/1 indicator lists per row 
 accuracy is the exact-match (subset) accuracy, as sklearn computes it.
 """
 
-import datasets
 import evaluate
 from sklearn.metrics import accuracy_score
+
+from tunesmith.plugins.classification import label_metric_info
 
 
 class Accuracy(evaluate.Metric):
     def _info(self):
-        label = datasets.Value("int32")   # multi-label: a 0/1 indicator list per row
-        kind = datasets.Sequence(label) if self.config_name == "multilabel" else label
-        features = datasets.Features({"predictions": kind, "references": kind})
-        return evaluate.MetricInfo(description="Fraction of rows predicted exactly right (0-1).",
-                                   citation="", inputs_description="predictions, references",
-                                   features=features)
+        return label_metric_info(self.config_name, "Fraction of rows predicted exactly right (0-1).")
 
     def _compute(self, predictions, references):
         return {"accuracy": float(accuracy_score(references, predictions))}

@@ -4,19 +4,15 @@ Default config: single-label; returns ``f1`` = macro F1 over the classes (0-1).
 Config "multilabel": 0/1 indicator lists per row; returns ``f1_micro`` and ``f1_macro``.
 """
 
-import datasets
 import evaluate
 from sklearn.metrics import f1_score
+
+from tunesmith.plugins.classification import label_metric_info
 
 
 class F1(evaluate.Metric):
     def _info(self):
-        label = datasets.Value("int32")   # multi-label: a 0/1 indicator list per row
-        kind = datasets.Sequence(label) if self.config_name == "multilabel" else label
-        features = datasets.Features({"predictions": kind, "references": kind})
-        return evaluate.MetricInfo(description="Macro (and for multi-label micro) F1, 0-1.",
-                                   citation="", inputs_description="predictions, references",
-                                   features=features)
+        return label_metric_info(self.config_name, "Macro (and for multi-label micro) F1, 0-1.")
 
     def _compute(self, predictions, references):
         if self.config_name == "multilabel":

@@ -1,4 +1,4 @@
-"""Model cards in the Hugging Face format (run directory and export) and the learning curves.
+"""The model card plugin: README.md in the Hugging Face format and curves.png of a run (on_run_end), and export's card.
 
 A card starts with the hub's YAML front matter (``base_model``, ``license``,
 ``pipeline_tag``, ``library_name``, ``datasets``, ``metrics``, ``model-index`` with the
@@ -25,8 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from .data import describe
-from .protocols import member
+from tunesmith import hookimpl
+from tunesmith.data import describe
+from tunesmith.protocols import member
+from tunesmith.rundir import CARD, CURVES
 
 LOSS = "loss"
 
@@ -138,10 +140,15 @@ def base_line(reference: str, base: dict) -> str:
 
 # ------------------------------------------------------------------ the run directory's card
 
+@hookimpl(tryfirst=True)   # before other on_run_end hooks, which may publish the run directory
+def on_run_end(run, result):
+    """Write README.md and curves.png into the saved run directory."""
+    (run.run_dir / CARD).write_text(model_card(run, result, result.model), encoding="utf-8")
+    plot_curves(result.history, run.run_dir / CURVES, result.steps)
+
+
 def model_card(run, result, model=None) -> str:
     """README.md of a run directory."""
-    from .rundir import hf_auto_class
-
     cfg, task = run.config, run.task
     adapter = model is not None and hasattr(model, "peft_config")   # a peft adapter is what model/ holds
     pct = 100 * result.trainable_parameters / max(result.total_parameters, 1)
@@ -179,8 +186,6 @@ def model_card(run, result, model=None) -> str:
     test = ""
     if result.test_metrics:
         test = f"\n## Test metrics\n\n{metrics_table(result.test_metrics, task, run.state)}\n"
-    from .rundir import precision_line
-
     return f"""{matter}# {task.name} fine-tuned with tunesmith
 
 - **Base model:** {base_line(cfg.model, base)}{f" (licence: {base['license']})" if base.get('license') else ""}
@@ -230,6 +235,41 @@ def export_front_matter(predictor, library: str, name: str) -> str:
     return front_matter(task=predictor.task, state=predictor.state, strategy=manifest.get("strategy", ""),
                         base=base, metrics=record.get("eval", {}), library=library, name=name,
                         validation=config_data.get("validation"), datasets=hub_datasets(config_data))
+
+
+def precision_line(run) -> str:
+    """The model card's account of the numeric precision that trained the model."""
+    p = getattr(run, "precision", None) or {}
+    used = p.get("used", "fp32")
+    if used == "fp32":
+        text = "float32"
+    else:
+        name = {"bf16": "bfloat16", "fp16": "float16"}.get(used, used)
+        text = f"{name} mixed precision (autocast; the saved weights are float32)"
+    if p.get("requested") == "auto":
+        text += f"; chosen by `precision: auto` ({p.get('why')})"
+    return text
+
+
+# (transformers Auto class, its model_type -> class name table), most specific first
+_AUTO_CLASSES = (("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
+                 ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
+                 ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
+                 ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+                 ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"))
+
+
+def hf_auto_class(model) -> str | None:
+    """The transformers ``AutoModelFor...`` class that loads this model's saved folder, so
+    the model card shows a snippet that works for any task, built-in or third-party."""
+    from transformers.models.auto import modeling_auto
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model   # peft wrapper
+    name = type(base).__name__
+    for auto, table in _AUTO_CLASSES:
+        if name in getattr(modeling_auto, table, {}).values():
+            return auto
+    return None
 
 
 # ------------------------------------------------------------------ curves.png

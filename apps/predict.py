@@ -1,15 +1,20 @@
-"""Load a run directory and predict, batched."""
+"""The predict and evaluate apps: load a run directory (or an ONNX export) and predict, batched; JSONL streams."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import rundir
-from .config import GenerationConfig, attach_generation, build_dataclass
-from .errors import ConfigError, DataError, RowError, RunDirError
-from .manager import Plugins, load_plugins
-from .protocols import member
+from .. import rundir
+from ..config import GenerationConfig, attach_generation, build_dataclass
+from ..errors import ConfigError, DataError, RowError, RunDirError
+from ..manager import Plugins, hookimpl, load_plugins
+from ..progress import Terminal, add_result_options, emit, output_file, silence_libraries, to_numpy
+from ..protocols import member
 
 
 class Predictor:
@@ -52,7 +57,7 @@ class Predictor:
             raise ConfigError(problems, source=str(self.run_dir / rundir.MANIFEST))
         self.trust_remote_code = bool(self.manifest.get("trust_remote_code", False))
         if backend == "onnx":
-            from .runner import load_tokenizer
+            from ..runner import load_tokenizer
 
             self.tokenizer = load_tokenizer(str(model_dir), False)
             self.model = OnnxModel(model_dir / "model.onnx", member(self.task, "onnx_output") or "logits",
@@ -67,7 +72,7 @@ class Predictor:
     def _precision(self, requested: str) -> str:
         """Resolve ``auto | fp32 | bf16 | fp16`` for the model's device and run the model's
         forward under that autocast (outputs cast back to float32, so scores stay float32)."""
-        from . import precision as mp
+        from .. import precision as mp
 
         device = next(self.model.parameters()).device.type
         try:
@@ -78,7 +83,7 @@ class Predictor:
         return used
 
     def _load(self, model_dir: Path, registry) -> tuple[Any, Any]:
-        from .runner import load_tokenizer
+        from ..runner import load_tokenizer
 
         tokenizer = load_tokenizer(str(model_dir), self.trust_remote_code)
         kwargs = {"trust_remote_code": self.trust_remote_code}
@@ -133,7 +138,6 @@ class Predictor:
     def metadata(self) -> dict:
         """What a server reports about this run: task, labels, model, strategy, metrics."""
         import dataclasses
-        import json
 
         metrics_path = self.run_dir / rundir.METRICS
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
@@ -151,8 +155,7 @@ class Predictor:
         import torch
         from torch.utils.data import DataLoader
 
-        from . import data
-        from .progress import Terminal, to_numpy
+        from .. import data
 
         term = terminal or Terminal(quiet=True)
         split = path if isinstance(path, data.Split) else data.load_split(path, "evaluation")
@@ -181,7 +184,7 @@ class Predictor:
 
 
 def check_precision(requested) -> None:
-    from .precision import CHOICES
+    from ..precision import CHOICES
 
     if requested not in CHOICES:
         raise ConfigError([f"--precision must be one of {', '.join(CHOICES)}, got {requested!r}"])
@@ -192,8 +195,6 @@ EXPORT_MANIFEST = "tunesmith-export.json"   # written by `tunesmith export --for
 
 
 def _export_manifest(folder: Path) -> dict:
-    import json
-
     path = folder / EXPORT_MANIFEST
     if not path.is_file() or not (folder / "model.onnx").is_file():
         hint = (f"export it first: tunesmith export {str(folder)} --format onnx --quantize int8 --out "
@@ -218,8 +219,6 @@ class OnnxModel:
             import onnxruntime as ort
         except ImportError:
             raise RunDirError("--backend onnx needs onnxruntime: pip install 'tunesmith[onnx]'") from None
-        import os
-
         import torch
 
         opts = ort.SessionOptions()
@@ -272,10 +271,6 @@ def predict_stream(predictor: Predictor, lines, name: str, write, batch_size: in
     sorted by length into batches. A bad line raises DataError naming it, or is skipped and
     counted with ``skip_bad_rows``. Returns ``{"rows": n, "skipped": k, "skipped_lines": [...]}``.
     """
-    import json
-
-    from .errors import DataError, RowError
-
     stats = {"rows": 0, "skipped": 0, "skipped_lines": []}
     chunk: list = []
 
@@ -331,3 +326,138 @@ def _parse_line(text: str, json):
             raise ValueError(f"expected a JSON object or string, got {type(item).__name__}")
         return item
     return text
+
+
+# ---------------------------------------------------------------- the `evaluate` and `predict` commands
+
+PRECISION_HELP = ("numeric precision of the model: auto (bf16 where the hardware runs it natively), "
+                  "fp32, bf16, fp16 (GPU); default fp32")
+
+
+def add_precision(parser) -> None:
+    """The ``--precision`` option of every command that loads a run (serve and export too)."""
+    parser.add_argument("--precision", default="fp32", metavar="auto|fp32|bf16|fp16", help=PRECISION_HELP)
+
+
+def _evaluate_args(e) -> None:
+    e.add_argument("run_dir")
+    e.add_argument("--data", required=True, help="labelled data file")
+    e.add_argument("--batch-size", type=int, default=64)
+    add_precision(e)
+    add_result_options(e)
+
+
+def _predict_args(pr) -> None:
+    pr.add_argument("run_dir")
+    pr.add_argument("--input", required=True, help="input file, or - for standard input")
+    pr.add_argument("--output", default="-", help="output file (default: standard output)")
+    pr.add_argument("--batch-size", type=int, default=32)
+    add_precision(pr)
+    pr.add_argument("--skip-bad-rows", action="store_true",
+                    help="skip lines the task cannot use (reported on stderr) instead of stopping")
+    pr.add_argument("--quiet", action="store_true", help="no progress on stderr (only warnings and errors)")
+    pr.add_argument("--backend", choices=BACKENDS, default="torch",
+                    help="onnx: run an ONNX export (tunesmith export --format onnx) with onnxruntime")
+
+
+def cmd_evaluate(args, plugins) -> int:
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from .. import data
+
+    check_precision(args.precision)
+    rundir.read_manifest(args.run_dir)   # a wrong run dir, then a wrong data file, before the model loads
+    split = data.load_split(args.data, "evaluation")
+    term = Terminal(args.quiet, load=True)
+    term.say("load", f"data: {split.where} ({len(split.dataset):,} rows)")
+    with term.phase("load", lambda: f"model: {args.run_dir}"):
+        predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision)
+    metrics = predictor.evaluate(split, batch_size=args.batch_size, terminal=term)
+    emit(_json_line(metrics, args.data), args.output)
+    return 0
+
+
+def cmd_predict(args, plugins) -> int:
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_precision(args.precision)
+    # a wrong run directory (or export) is reported before the input is read
+    if args.backend == "torch":
+        rundir.read_manifest(args.run_dir)
+    else:
+        _export_manifest(Path(args.run_dir))
+    name = "<stdin>" if args.input == "-" else args.input
+    # bytes: predict_stream decodes each line, so a non-UTF-8 byte is an error naming its line
+    src = sys.stdin.buffer if args.input == "-" else _open(args.input)
+    total = None
+    if src is not sys.stdin.buffer:
+        with open(args.input, "rb") as f:   # a cheap pass for the progress bar's total
+            total = sum(1 for line in f if line.strip())
+    silence_libraries(load=True)   # the libraries' bars and load reports never reach the terminal
+    predictor = Predictor(args.run_dir, plugins=plugins, precision=args.precision, backend=args.backend)
+    progress = _progress(total, args.quiet)
+    try:
+        with _output(args.output) as out:
+            stats = predict_stream(predictor, src, name, lambda r: out.write(_json_line(r, name) + "\n"),
+                                   batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
+                                   progress=progress)
+            out.flush()
+    finally:
+        if progress is not None:
+            progress.close()
+        if src is not sys.stdin.buffer:
+            src.close()
+    if stats["skipped"]:
+        lines = ", ".join(map(str, stats["skipped_lines"])) + (", ..." if stats["skipped"] > 20 else "")
+        print(f"tunesmith: skipped {stats['skipped']} bad row(s) of {name} (line {lines}); "
+              f"predicted {stats['rows']}", file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _output(path: str):
+    """Standard output, or a file renamed into place at the end (a bad row leaves none)."""
+    if path == "-":
+        yield sys.stdout
+        return
+    with output_file(path) as f:
+        yield f
+
+
+def _progress(total, quiet):
+    """A tqdm bar on stderr for long inputs: at once for a file of 1,000+ rows, otherwise
+    only once prediction takes over a second (short inputs stay quiet)."""
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    delay = 0.0 if total is not None and total >= 1000 else 1.0
+    return tqdm(total=total, unit="rows", desc="predict", file=sys.stderr, delay=delay, dynamic_ncols=True)
+
+
+def _open(path: str):
+    if os.path.isdir(path):
+        raise DataError("is a directory, not an input file", file=path)
+    if not os.path.isfile(path):
+        raise DataError("file not found", file=path)
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", file=path) from None
+
+
+def _json_line(answer, name: str) -> str:
+    """One answer as JSON; NaN/inf is not JSON, and only a broken model produces it."""
+    try:
+        return json.dumps(answer, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise DataError("the model produced a non-finite score (NaN or inf): its weights are broken; "
+                        "train the run again", file=name) from None
+
+
+@hookimpl
+def register_commands(register):
+    register("evaluate", help="compute the task's metrics of a run on a labelled file",
+             arguments=_evaluate_args, run=cmd_evaluate)
+    register("predict", help="predict for JSONL (or plain text) lines; JSONL out", arguments=_predict_args,
+             run=cmd_predict)
