@@ -129,6 +129,7 @@ def main() -> None:
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sentences": len(texts),
                "train_rows": None if args.run_dir else args.train_rows, "rounds": args.rounds,
                "batch_size": args.batch_size, "bf16_batch_size": args.bf16_batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
+               "load_average": [round(x, 2) for x in os.getloadavg()],   # other processes on the cores
                "torch_threads": torch.get_num_threads(), "onnx_intra_op_threads": len(os.sched_getaffinity(0)),
                "table": table, "float_bytes": float_bytes, "int8_bytes": int8_bytes,
                "size_ratio": round(float_bytes / int8_bytes, 2),
@@ -142,6 +143,7 @@ def main() -> None:
 
 
 def render(r: dict) -> str:
+    load = (f", load average {r['load_average'][0]:.1f} at the end (1 min)" if r.get("load_average") else "")
     lines = ["| predictor (872 SST-2 sentences) | seconds | examples/s | × pipeline | accuracy | agrees with float |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, t in r["table"].items():
@@ -157,7 +159,7 @@ def render(r: dict) -> str:
               f"{r['rounds']} alternating rounds in one process, batch size {r['batch_size']} (bf16 row: "
               f"{r.get('bf16_batch_size', r['batch_size'])}); "
               f"{r['cpu_cores']} CPU cores (torch threads {r['torch_threads']}, onnxruntime intra-op threads "
-              f"{r['onnx_intra_op_threads']}); measured {r['date']} under the CPU lock. Command: "
+              f"{r['onnx_intra_op_threads']}){load}; measured {r['date']} under the CPU lock. Command: "
               "`flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py`."]
     return "\n".join(lines)
 
