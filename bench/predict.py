@@ -7,6 +7,7 @@ then ``quantize_dynamic``), and measures in ONE process, alternating, best of ``
 
 - ``transformers.pipeline(batch_size=32)`` on the exported float32 folder (the baseline);
 - ``tunesmith predict`` (torch, float32: length-sorted batches, dynamic padding);
+- ``tunesmith predict --precision bf16`` (torch, bfloat16 autocast; issue 19);
 - ``tunesmith predict --backend onnx`` on the int8 export.
 
 Reports examples/s, accuracy, label agreement with the float model and file sizes.
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--bf16-batch-size", type=int, default=64,
+                    help="batch size of the bf16 row (bf16 matrix units gain more from larger products)")
     args = ap.parse_args()
     import torch
     from transformers import pipeline
@@ -86,20 +89,23 @@ def main() -> None:
         int8_bytes = (tmp / "int8" / "model.onnx").stat().st_size
 
         torch_pred = tunesmith.load(run_dir)
+        bf16_pred = Predictor(run_dir, precision="bf16")
         onnx_pred = Predictor(tmp / "int8", backend="onnx")
         pipe = pipeline("text-classification", model=str(tmp / "hf"), device="cpu")
         lines = [json.dumps({"text": t}) + "\n" for t in texts]
 
-        def stream(predictor):
+        def stream(predictor, batch_size=args.batch_size):
             out = io.StringIO()   # the CLI's path: JSONL lines in, JSONL out
             predict_stream(predictor, lines, "bench", lambda r: out.write(json.dumps(r) + "\n"),
-                           batch_size=args.batch_size)
+                           batch_size=batch_size)
             return [json.loads(x)["label"] for x in out.getvalue().splitlines()]
 
         contenders = {
             f"pipeline(batch_size={args.batch_size}), float32": lambda: [
                 p["label"] for p in pipe(texts, batch_size=args.batch_size, truncation=True)],
             "tunesmith predict, torch float32": lambda: stream(torch_pred),
+            f"tunesmith predict --precision bf16 --batch-size {args.bf16_batch_size}, torch bf16":
+                lambda: stream(bf16_pred, args.bf16_batch_size),
             "tunesmith predict --backend onnx, int8": lambda: stream(onnx_pred),
         }
         best = {name: float("inf") for name in contenders}
@@ -112,7 +118,7 @@ def main() -> None:
                 labels[name] = fn()
                 best[name] = min(best[name], time.perf_counter() - start)
     names = list(contenders)
-    base, float_name, int8_name = names[0], names[1], names[2]
+    base, float_name, int8_name = names[0], names[1], names[3]
     table = {}
     for name in names:
         table[name] = {"seconds": round(best[name], 3), "examples_per_s": round(len(texts) / best[name], 1),
@@ -122,7 +128,8 @@ def main() -> None:
                                                      / len(gold), 4)}
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sentences": len(texts),
                "train_rows": None if args.run_dir else args.train_rows, "rounds": args.rounds,
-               "batch_size": args.batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
+               "batch_size": args.batch_size, "bf16_batch_size": args.bf16_batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
+               "load_average": [round(x, 2) for x in os.getloadavg()],   # other processes on the cores
                "torch_threads": torch.get_num_threads(), "onnx_intra_op_threads": len(os.sched_getaffinity(0)),
                "table": table, "float_bytes": float_bytes, "int8_bytes": int8_bytes,
                "size_ratio": round(float_bytes / int8_bytes, 2),
@@ -136,6 +143,7 @@ def main() -> None:
 
 
 def render(r: dict) -> str:
+    load = (f", load average {r['load_average'][0]:.1f} at the end (1 min)" if r.get("load_average") else "")
     lines = ["| predictor (872 SST-2 sentences) | seconds | examples/s | × pipeline | accuracy | agrees with float |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, t in r["table"].items():
@@ -148,9 +156,10 @@ def render(r: dict) -> str:
               f"difference {r['parity']['hf']['max_score_diff']:.1e}; int8 "
               f"{100 * r['parity']['int8']['label_agreement']:.1f} % labels.", "",
               f"MiniLM-L6 full fine-tune on {r['train_rows']} SST-2 rows; same weights everywhere; best of "
-              f"{r['rounds']} alternating rounds in one process, batch size {r['batch_size']}; "
+              f"{r['rounds']} alternating rounds in one process, batch size {r['batch_size']} (bf16 row: "
+              f"{r.get('bf16_batch_size', r['batch_size'])}); "
               f"{r['cpu_cores']} CPU cores (torch threads {r['torch_threads']}, onnxruntime intra-op threads "
-              f"{r['onnx_intra_op_threads']}); measured {r['date']} under the CPU lock. Command: "
+              f"{r['onnx_intra_op_threads']}){load}; measured {r['date']} under the CPU lock. Command: "
               "`flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py`."]
     return "\n".join(lines)
 

@@ -98,6 +98,14 @@ def test_int8_onnx_export_and_onnx_backend(runs, tmp_path):
     assert summary["quantize"] == "int8" and summary["int8_bytes"] < summary["float_bytes"]
     report = json.loads((out / "parity.json").read_text())
     assert report["passed"] and report["label_agreement"] >= 0.99 and report["quantize"] == "int8"
+    import onnx
+
+    # attention fused and quantized (eager attention at export makes the pattern the
+    # optimizer knows); only the first block's FFN output projection stays a float MatMul
+    graph = onnx.load(str(out / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert "QAttention" in ops and "QEmbedLayerNormalization" in ops, sorted(set(ops))
+    assert [n.name for n in graph.node if n.op_type == "MatMul"] == ["/inner/bert/encoder/layer.0/output/dense/MatMul"]
     # predict with onnxruntime from the export folder alone, through the CLI
     texts = [r["text"] for r in read_jsonl(SAMPLE / "validation.jsonl", 20)]
     src = tmp_path / "in.jsonl"
@@ -171,3 +179,20 @@ def test_generation_hf_export_parity(tiny_bert, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = _parity(tmp_path / "hf")
     assert report["rows"] == 8 and "generate()" in report["loaded_with"]
+
+
+def test_sensitive_nodes_keeps_first_ffn_output_or_whole_first_block():
+    from onnx import helper
+
+    from tunesmith.apps.export import sensitive_nodes
+
+    def graph(names):
+        return helper.make_model(helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], [f"o{i}"], name=n) for i, n in enumerate(names)], "g", [], []))
+
+    bert = [f"/inner/bert/encoder/layer.{i}/{part}/MatMul" for i in (1, 0)
+            for part in ("attention/output/dense", "intermediate/dense", "output/dense")]
+    assert sensitive_nodes(graph(bert)) == ["/inner/bert/encoder/layer.0/output/dense/MatMul"]
+    other = ["/model/layers.0/attn/proj/MatMul", "/model/layers.0/ff/w2/MatMul", "/model/layers.1/ff/w2/MatMul"]
+    assert sensitive_nodes(graph(other)) == other[:2]   # projection not recognised: the whole block
+    assert sensitive_nodes(graph(["/head/MatMul"])) == []
