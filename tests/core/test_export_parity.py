@@ -97,7 +97,7 @@ def test_int8_onnx_export_and_onnx_backend(runs, tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["quantize"] == "int8" and summary["int8_bytes"] < summary["float_bytes"]
     report = json.loads((out / "parity.json").read_text())
-    assert report["passed"] and report["label_agreement"] >= 0.99 and report["quantize"] == "int8"
+    assert report["passed"] and report["label_agreement"] >= 0.98 and report["quantize"] == "int8"
     import onnx
 
     # attention fused and quantized (eager attention at export makes the pattern the
