@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -55,11 +56,14 @@ def measure(cmd: list[str], cache: Path, first_step: bool = False, timeout: floa
     err_file = cache.parent / "stderr.txt"
     with open(err_file, "w") as err_out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_out, text=True, env=child_env)
-        first = None
-        for line in proc.stdout:   # the Trainer's log lines; the first 'loss' is step 1
-            if first is None and "'loss'" in line:
-                first = time.time() - started
-        _, status, usage = os.wait4(proc.pid, 0)
+        first, done = None, (0, 0, None)
+        while done[0] == 0:   # until it exits (wait4, not poll: the child's own rusage)
+            if first is None and (not first_step or re.search(
+                    r"train:.*\| *[1-9]\d*/\d+ ", err_file.read_text(errors="replace")[-20000:])):
+                first = time.time() - started   # the train bar's first step, on stderr
+            done = os.wait4(proc.pid, os.WNOHANG)
+            time.sleep(0.2)
+        _, status, usage = done
     err = err_file.read_text(errors="replace").replace("\r", "\n")
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.time() - started
