@@ -95,12 +95,27 @@ def autocast(precision: str, device_type: str):
     return torch.autocast(device_type, dtype=getattr(torch, NAMES[precision]))
 
 
+def cpu_attention(model, precision: str, device_type: str) -> None:
+    """bf16 on a CPU: eager attention instead of SDPA. torch's CPU SDPA with a padding mask
+    runs bf16 at float32's speed; eager attention's matmuls run in bf16 (MiniLM, SST-2
+    batches: see docs/benchmarks.md, mixed precision). Same arithmetic; nothing is saved."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if precision != "bf16" or device_type != "cpu" or not hasattr(inner, "set_attn_implementation") \
+            or getattr(getattr(inner, "config", None), "_attn_implementation", None) != "sdpa":
+        return
+    try:
+        inner.set_attn_implementation("eager")
+    except (ValueError, ImportError):   # a model without an eager path keeps SDPA
+        pass
+
+
 def wrap_forward(model, precision: str, device_type: str) -> None:
     """Run ``model``'s forward under autocast, its outputs cast back to float32, the way
     accelerate does for the Trainer; for a peft wrapper, the wrapped model's forward
     (what ``generate`` calls). Weights are not touched."""
     if precision == "fp32":
         return
+    cpu_attention(model, precision, device_type)
     from accelerate.utils import convert_outputs_to_fp32
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model

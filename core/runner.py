@@ -193,6 +193,7 @@ def build_model(run: Run, tokenizer) -> Any:
         # so one clear line; the cause stays chained for --debug
         raise ModelError(f"cannot load model {cfg.model!r} for task {cfg.task!r}: "
                          f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
+    precision.cpu_attention(model, run.precision.get("used", "fp32"), "cuda" if _has_accelerator() else "cpu")
     return run.strategy.apply(model, run.task, cfg.strategy_options)
 
 

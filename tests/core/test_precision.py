@@ -127,3 +127,24 @@ def test_bad_precision_values_one_line_exit_2(tiny_config, tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "tunesmith: error: --precision must be one of auto, fp32, bf16, fp16, got 'half'"]
+
+
+def test_bf16_on_cpu_uses_eager_attention_and_the_same_arithmetic(tiny_bert):
+    """bf16 on a CPU switches SDPA attention to eager (faster there, see cpu_attention);
+    float32 and other devices keep what the model has; eager computes what SDPA did."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2,
+                                                               attn_implementation="sdpa").eval()
+    batch = {"input_ids": torch.tensor([[2, 7, 9, 3, 0], [2, 8, 3, 0, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])}
+    with torch.no_grad():
+        before = model(**batch).logits
+    for used, device in (("fp32", "cpu"), ("bf16", "cuda")):
+        precision.cpu_attention(model, used, device)
+        assert model.config._attn_implementation == "sdpa"
+    precision.cpu_attention(model, "bf16", "cpu")
+    assert model.config._attn_implementation == "eager"
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, before, atol=1e-5)
