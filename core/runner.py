@@ -323,7 +323,7 @@ def _lengths_read_once(trainer_cls):
             return None
         name = trainer.args.length_column_name
         found = data.column_list(dataset, name)
-        if found is None and original is not None and len(original) == len(dataset):
+        if found is None and hasattr(original, "__len__") and len(original) == len(dataset):
             found = data.column_list(original, name)   # the same rows, before the columns were dropped
         return found
 
@@ -338,8 +338,7 @@ def _lengths_read_once(trainer_cls):
 
         if trainer_cls._get_eval_sampler is transformers.Trainer._get_eval_sampler:   # a task's own wins
             def _get_eval_sampler(self, eval_dataset):
-                found = lengths(self, eval_dataset, self.eval_dataset if hasattr(self.eval_dataset, "__len__")
-                                else None) if eval_dataset is not None else None
+                found = lengths(self, eval_dataset, self.eval_dataset) if eval_dataset is not None else None
                 if found is None:
                     return super()._get_eval_sampler(eval_dataset)
                 import torch
