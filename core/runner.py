@@ -375,7 +375,9 @@ def _fit(run: Run, trainer, stop: dict, resume: bool) -> float:
 def _finish(run: Run, job: _Job, trainer, runtime: float, term) -> RunResult:
     """Evaluate the best checkpoint (and the test split), save the run directory."""
     hist = rundir.history(trainer.state.log_history)
-    final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
+    final = _best_evaluation(trainer)
+    if final is None:
+        final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
     test = None
     if "test" in job.datasets:
         test_ds = job.swap.encode(job.datasets["test"]) if job.swap else job.datasets["test"]
@@ -389,6 +391,22 @@ def _finish(run: Run, job: _Job, trainer, runtime: float, term) -> RunResult:
             rundir.save(run, trained, job.tokenizer, result)
         run.plugins.call("on_run_end", run=run, result=result)
     return result
+
+
+def _best_evaluation(trainer) -> dict | None:
+    """The validation metrics logged when the best checkpoint (the model now loaded) was
+    evaluated: the same weights on the same rows, so evaluating again would only repeat
+    them (a whole pass over the validation split; generation for seq2seq/QA tasks).
+    None when there is no such entry, e.g. no checkpoint was kept."""
+    best = trainer.state.best_model_checkpoint
+    if not best or not trainer.args.load_best_model_at_end:
+        return None
+    try:
+        step = int(best.rstrip("/").rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+    entries = [e for e in trainer.state.log_history if e.get("step") == step and "eval_runtime" in e]
+    return rundir.strip_prefix(entries[-1], "eval_") if entries else None
 
 
 def encode_split(run: Run, split: data.Split, tokenizer, train: bool):

@@ -182,3 +182,21 @@ def test_plugin_metric_and_model_source_are_used(tiny_config, tiny_bert, tmp_pat
     result = tunesmith.train(tiny_config, plugins=plugins, quiet=True)
     assert 0 <= result.metrics["neg_rate"] <= 1 and "accuracy" in result.metrics
     assert json.loads((result.run_dir / "tunesmith.json").read_text())["model"]["resolved"] == str(tiny_bert)
+
+
+def test_final_metrics_are_the_best_checkpoints_logged_evaluation():
+    """The best checkpoint's evaluation is taken from the log, not computed again."""
+    from types import SimpleNamespace
+
+    from tunesmith.runner import _best_evaluation
+
+    log = [{"loss": 0.7, "step": 5}, {"eval_loss": 0.5, "eval_accuracy": 0.8, "eval_runtime": 1.0, "step": 10},
+           {"eval_loss": 0.6, "eval_accuracy": 0.7, "eval_runtime": 1.0, "step": 20}]
+    trainer = SimpleNamespace(args=SimpleNamespace(load_best_model_at_end=True),
+                              state=SimpleNamespace(best_model_checkpoint="/r/checkpoints/checkpoint-10",
+                                                    log_history=log))
+    assert _best_evaluation(trainer) == {"loss": 0.5, "accuracy": 0.8}
+    trainer.state.best_model_checkpoint = None   # nothing kept: the caller evaluates
+    assert _best_evaluation(trainer) is None
+    trainer.state.best_model_checkpoint = "/r/checkpoints/checkpoint-30"   # no entry at that step
+    assert _best_evaluation(trainer) is None
