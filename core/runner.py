@@ -373,11 +373,11 @@ def _fit(run: Run, trainer, stop: dict, resume: bool) -> float:
 
 
 def _finish(run: Run, job: _Job, trainer, runtime: float, term) -> RunResult:
-    """Evaluate the best checkpoint (and the test split), save the run directory."""
+    """The best checkpoint's metrics (and the test split's), then save the run directory."""
     hist = rundir.history(trainer.state.log_history)
     final = _best_evaluation(trainer)
     if final is None:
-        final = rundir.strip_prefix(trainer.evaluate(), "eval_")   # the best checkpoint, reloaded
+        final = rundir.strip_prefix(trainer.evaluate(), "eval_")
     test = None
     if "test" in job.datasets:
         test_ds = job.swap.encode(job.datasets["test"]) if job.swap else job.datasets["test"]

@@ -3,8 +3,9 @@
 One epoch of full fine-tuning on all 2,000 training questions (lr 3e-4, 10 % warm-up),
 scored on the first 200 validation questions (other articles than training).
 Windows of 256 tokens (stride 85) rather than the default 384: measured 2026-12-02 through
-tunesmith.train, 321 s, EM 30.5 / F1 48.5 (at 384: 363 s, EM 19.5 / F1 32.1; 1,000 questions
-at 384 do not learn in one epoch: F1 10.2); answering with the first
+tunesmith.train, EM 30.5 / F1 48.5 in 321 s (at 384: EM 19.5 / F1 32.1; the whole test took
+372 s at 256 and 363 s at 384 on a noisy machine; 1,000 questions at 384 do not learn in one
+epoch: F1 10.2); answering with the first
 sentence of the context scores EM 0 / F1 13.7 on these 200 questions, and a wrong offset
 mapping or a broken window/post-processing step lands near or below that. At lr 1e-4
 one epoch is too short (the linear decay leaves ~127 small steps): CI measured F1 14.1.
