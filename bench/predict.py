@@ -8,7 +8,7 @@ then ``quantize_dynamic``), and measures in ONE process, alternating, best of ``
 - ``transformers.pipeline(batch_size=32)`` on the exported float32 folder (the baseline);
 - ``tunesmith predict`` (torch, float32: length-sorted batches, dynamic padding);
 - ``tunesmith predict --precision bf16`` (torch, bfloat16 autocast; issue 19);
-- ``tunesmith predict --backend onnx`` on the int8 export.
+- ``tunesmith predict --backend onnx`` on the int8 export, at batch 32 and at ``--int8-batch-size`` (64).
 
 Reports examples/s, accuracy, label agreement with the float model and file sizes.
 
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--bf16-batch-size", type=int, default=64,
                     help="batch size of the bf16 row (bf16 matrix units gain more from larger products)")
+    ap.add_argument("--int8-batch-size", type=int, default=64,
+                    help="batch size of the second int8 row (VNNI int8 kernels gain from larger products too)")
     args = ap.parse_args()
     import torch
     from transformers import pipeline
@@ -107,6 +109,8 @@ def main() -> None:
             f"tunesmith predict --precision bf16 --batch-size {args.bf16_batch_size}, torch bf16":
                 lambda: stream(bf16_pred, args.bf16_batch_size),
             "tunesmith predict --backend onnx, int8": lambda: stream(onnx_pred),
+            f"tunesmith predict --backend onnx --batch-size {args.int8_batch_size}, int8":
+                lambda: stream(onnx_pred, args.int8_batch_size),
         }
         best = {name: float("inf") for name in contenders}
         labels = {}
@@ -128,7 +132,8 @@ def main() -> None:
                                                      / len(gold), 4)}
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sentences": len(texts),
                "train_rows": None if args.run_dir else args.train_rows, "rounds": args.rounds,
-               "batch_size": args.batch_size, "bf16_batch_size": args.bf16_batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
+               "batch_size": args.batch_size, "bf16_batch_size": args.bf16_batch_size,
+               "int8_batch_size": args.int8_batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
                "load_average": [round(x, 2) for x in os.getloadavg()],   # other processes on the cores
                "torch_threads": torch.get_num_threads(), "onnx_intra_op_threads": len(os.sched_getaffinity(0)),
                "table": table, "float_bytes": float_bytes, "int8_bytes": int8_bytes,
@@ -157,7 +162,7 @@ def render(r: dict) -> str:
               f"{100 * r['parity']['int8']['label_agreement']:.1f} % labels.", "",
               f"MiniLM-L6 full fine-tune on {r['train_rows']} SST-2 rows; same weights everywhere; best of "
               f"{r['rounds']} alternating rounds in one process, batch size {r['batch_size']} (bf16 row: "
-              f"{r.get('bf16_batch_size', r['batch_size'])}); "
+              f"{r.get('bf16_batch_size', r['batch_size'])}, second int8 row: {r.get('int8_batch_size', r['batch_size'])}); "
               f"{r['cpu_cores']} CPU cores (torch threads {r['torch_threads']}, onnxruntime intra-op threads "
               f"{r['onnx_intra_op_threads']}){load}; measured {r['date']} under the CPU lock. Command: "
               "`flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py`."]
