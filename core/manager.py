@@ -214,6 +214,7 @@ def build_registry(plugins: Plugins) -> Registry:
     for hook, bind in (("register_tasks", thing("task", reg.add_task)),
                        ("register_strategies", thing("strategy", reg.add_strategy)),
                        ("register_model_sources", thing("model source", reg.add_model_source)),
+                       ("register_data_sources", thing("data source", reg.add_data_source)),
                        ("register_metrics", metric)):
         impls = getattr(plugins.pm.hook, hook).get_hookimpls()
         plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]   # wrappers wrap every plugin's call
