@@ -47,10 +47,6 @@ class Plugins:
     def failures(self) -> list[PluginInfo]:
         return [i for i in self.infos.values() if i.status == "failed"]
 
-    def info_for(self, plugin_obj) -> PluginInfo:
-        name = self.pm.get_name(plugin_obj)
-        return self.infos.get(name) or PluginInfo(name, "unknown", "unknown", repr(plugin_obj))
-
     def call(self, hook_name: str, **kwargs) -> list[Any]:
         """Call hook ``hook_name`` through pluggy (every implementation, in pluggy's order),
         naming the plugin if one raises."""
