@@ -86,7 +86,8 @@ REQUIRED = object()   # the default of a member every plugin object of its kind 
 
 @dataclass(frozen=True)
 class Member:
-    kind: str        # "task", "strategy", "options" (a task's or a strategy's options class), "model source", "data source"
+    kind: str        # "task", "strategy", "options" (a task's or a strategy's options class),
+                     # "model source", "data source"
     name: str
     default: Any     # what the core uses when the object lacks it (REQUIRED: no default)
     purpose: str     # one line; the table in docs/plugins.md shows it
