@@ -290,7 +290,8 @@ def plot(result: dict, path: Path) -> None:
 # ---------------------------------------------------------------- the `compare` command
 
 from ..manager import hookimpl  # noqa: E402  (pluggy only: cheap)
-from ..progress import add_result_options, echo  # noqa: E402
+from ..progress import add_result_options  # noqa: E402
+from . import echo  # noqa: E402
 
 
 def _arguments(c) -> None:

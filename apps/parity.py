@@ -50,7 +50,7 @@ def validation_rows(predictor, path=None, limit: int = PARITY_ROWS) -> tuple[lis
     if not path or not Path(path).is_file():
         raise DataError(f"the parity check needs the run's validation rows, but {path!r} is not a file; "
                         "pass --parity-data FILE (labelled rows like the validation data)")
-    split = data.load_split(str(path), "validation")
+    split = data.load_split(str(path), "validation", registry=predictor.plugins.registry)
     split.dataset = split.dataset.select(range(min(limit, len(split.dataset))))
     data.check(split, predictor.task, predictor.options, predictor.state)
     return split.dataset.to_list(), str(path)

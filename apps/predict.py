@@ -158,7 +158,8 @@ class Predictor:
         from .. import data
 
         term = terminal or Terminal(quiet=True)
-        split = path if isinstance(path, data.Split) else data.load_split(path, "evaluation")
+        split = path if isinstance(path, data.Split) else \
+            data.load_split(path, "evaluation", registry=self.plugins.registry)
         if limit is not None:
             split.dataset = split.dataset.select(range(min(limit, len(split.dataset))))
         data.check(split, self.task, self.options, self.state)
@@ -371,7 +372,7 @@ def cmd_evaluate(args, plugins) -> int:
 
     check_precision(args.precision)
     rundir.read_manifest(args.run_dir)   # a wrong run dir, then a wrong data file, before the model loads
-    split = data.load_split(args.data, "evaluation")
+    split = data.load_split(args.data, "evaluation", registry=plugins.registry)
     term = Terminal(args.quiet, load=True)
     term.say("load", f"data: {split.where} ({len(split.dataset):,} rows)")
     with term.phase("load", lambda: f"model: {args.run_dir}"):

@@ -672,7 +672,8 @@ def _importance_evaluator():
 
 # ---------------------------------------------------------------- the `tune` command
 
-from ..progress import add_result_options, echo  # noqa: E402
+from ..progress import add_result_options  # noqa: E402
+from . import echo  # noqa: E402
 
 def _arguments(tu) -> None:
     tu.add_argument("config", help="YAML or JSON run configuration (an optional tune: section holds the space)")

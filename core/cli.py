@@ -48,7 +48,7 @@ def build_parser(plugins):
 def _core_commands(register) -> None:
     register("train", help="fine-tune a model from a YAML/JSON config", arguments=_train_args,
              run=lambda args, plugins: cmd_train(args, plugins))
-    register("plugins", help="list plugins, tasks, strategies and model sources",
+    register("plugins", help="list plugins, tasks, strategies, model and data sources",
              arguments=_plugins_args, run=lambda args, plugins: cmd_plugins(args, plugins))
 
 
@@ -107,15 +107,15 @@ def cmd_plugins(args, plugins) -> int:
                         "distribution": e.distribution, "version": e.version} for e in reg.strategies.values()],
         "metrics": [{"task": t, "name": m, "plugin": e.plugin, "distribution": e.distribution,
                      "version": e.version} for (t, m), e in reg.metrics.items()],
-        "model_sources": [{"name": e.name, "description": member(e.obj, "description"),
-                           "plugin": e.plugin, "distribution": e.distribution, "version": e.version}
-                          for e in reg.model_sources.values()],
+        **{kind: [{"name": e.name, "description": member(e.obj, "description"), "plugin": e.plugin,
+                   "distribution": e.distribution, "version": e.version} for e in getattr(reg, kind).values()]
+           for kind in ("model_sources", "data_sources")},
     }
     if args.json:
         emit(json.dumps(data, indent=2), args.output)
         return 0
     lines = []
-    for section in ("tasks", "strategies", "metrics", "model_sources"):
+    for section in ("tasks", "strategies", "metrics", "model_sources", "data_sources"):
         lines.append(f"{section.replace('_', ' ')}:")
         for item in data[section] or [{"name": "(none)"}]:
             if "plugin" not in item:

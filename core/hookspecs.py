@@ -62,6 +62,19 @@ def register_model_sources(register):
 
 
 @hookspec
+def register_data_sources(register):
+    """Register loaders that turn a ``data.train`` / ``validation`` / ``test`` value into a split.
+
+    :param register: call ``register(source)`` once per data source; a source has ``name``,
+        ``description``, ``matches(spec) -> bool`` and ``load(spec, name, streaming)``
+        (a :class:`tunesmith.data.Split`), and optionally ``locate``, ``raw_rows`` and
+        ``decode_error``, which name a bad row's file and line. The first source (in
+        registration order: plugins before built-ins) whose ``matches`` is true loads it.
+    :return: nothing; results are ignored. Duplicate names are an error.
+    """
+
+
+@hookspec
 def configure_trainer(trainer, run):
     """Adjust the Hugging Face ``Trainer`` before training starts.
 

@@ -47,10 +47,6 @@ class Plugins:
     def failures(self) -> list[PluginInfo]:
         return [i for i in self.infos.values() if i.status == "failed"]
 
-    def info_for(self, plugin_obj) -> PluginInfo:
-        name = self.pm.get_name(plugin_obj)
-        return self.infos.get(name) or PluginInfo(name, "unknown", "unknown", repr(plugin_obj))
-
     def call(self, hook_name: str, **kwargs) -> list[Any]:
         """Call hook ``hook_name`` through pluggy (every implementation, in pluggy's order),
         naming the plugin if one raises."""
@@ -214,6 +210,7 @@ def build_registry(plugins: Plugins) -> Registry:
     for hook, bind in (("register_tasks", thing("task", reg.add_task)),
                        ("register_strategies", thing("strategy", reg.add_strategy)),
                        ("register_model_sources", thing("model source", reg.add_model_source)),
+                       ("register_data_sources", thing("data source", reg.add_data_source)),
                        ("register_metrics", metric)):
         impls = getattr(plugins.pm.hook, hook).get_hookimpls()
         plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]   # wrappers wrap every plugin's call

@@ -7,7 +7,6 @@ The libraries' own bars, load reports and developer warnings are replaced, not m
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -246,11 +245,6 @@ def add_result_options(parser, output: bool = True) -> None:
                             help="write the result to FILE instead of standard output")
 
 
-def echo(quiet: bool):
-    """Progress lines of compare / tune: stderr, none with --quiet."""
-    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-
-
 @contextlib.contextmanager
 def output_file(path: str):
     """``--output FILE``, written atomically (a failed command leaves no partial file);
@@ -283,7 +277,3 @@ def to_numpy(value):
             value = value.float()
         return value.numpy()
     return value
-
-
-def dumps(data) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)

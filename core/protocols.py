@@ -1,4 +1,4 @@
-"""The plugin contract: every member a task, a strategy, an options class or a model source may define.
+"""The plugin contract: every member a task, a strategy, an options class or a model or data source may define.
 
 A plugin object only needs these attributes and methods; it does not import or
 inherit from anything in tunesmith. Heavy libraries (torch, transformers) are
@@ -72,12 +72,22 @@ class ModelSource(Protocol):
     def resolve(self, ref: str) -> str: ...
 
 
+@runtime_checkable
+class DataSource(Protocol):
+    name: str
+    description: str
+
+    def matches(self, spec: Any) -> bool: ...
+    def load(self, spec: Any, name: str, streaming: bool) -> Any: ...
+
+
 REQUIRED = object()   # the default of a member every plugin object of its kind must have
 
 
 @dataclass(frozen=True)
 class Member:
-    kind: str        # "task", "strategy", "options" (a task's or a strategy's options class), "model source"
+    kind: str        # "task", "strategy", "options" (a task's or a strategy's options class),
+                     # "model source", "data source"
     name: str
     default: Any     # what the core uses when the object lacks it (REQUIRED: no default)
     purpose: str     # one line; the table in docs/plugins.md shows it
@@ -134,6 +144,13 @@ model source | description | REQUIRED | $DESCRIPTION
 model source | matches | REQUIRED | `matches(ref) -> bool`: whether it understands the model reference
 model source | resolve | REQUIRED | `resolve(ref) -> str`: a folder or hub id from_pretrained loads; raise ModelError if not
 model source | card_metadata | None | `card_metadata(ref, resolved) -> dict`: base_model (a hub id) and license for model cards
+data source | name | REQUIRED | $NAME
+data source | description | REQUIRED | $DESCRIPTION
+data source | matches | REQUIRED | `matches(spec) -> bool`: whether it loads this data.train / validation / test value (a path, a mapping, a Python object)
+data source | load | REQUIRED | `load(spec, name, streaming) -> tunesmith.data.Split`: the split as a datasets Dataset (IterableDataset when streaming); raise DataError if not
+data source | locate | None | `locate(split, index) -> (file, line, row)`: where the 0-based row index of the split is, for error messages; default: the 1-based row of split.where
+data source | raw_rows | None | `raw_rows(split, path) -> iterator of (line, row)`: a file's rows as Python parses them, to name the exact line when Arrow unified a column's types
+data source | decode_error | None | `decode_error(split, exc) -> DataError`: the file and line of the invalid UTF-8 (UnicodeDecodeError exc) met while checking the rows
 """
 _TEXT = {"$NAME": "the name configs use (a lower-case slug), unique across plugins",
          "$OPTIONS": "the dataclass of its options (every field with a default), validated with the config",

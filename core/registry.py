@@ -28,7 +28,7 @@ def _accepts(fn, params) -> bool:
 
 @dataclass
 class Entry:
-    kind: str           # "task", "strategy", "metric", "model source"
+    kind: str           # "task", "strategy", "metric", "model source", "data source"
     name: str
     obj: Any
     plugin: str         # plugin (entry point) name
@@ -43,6 +43,7 @@ class Registry:
     strategies: dict[str, Entry] = field(default_factory=dict)
     metrics: dict[tuple[str, str], Entry] = field(default_factory=dict)
     model_sources: dict[str, Entry] = field(default_factory=dict)
+    data_sources: dict[str, Entry] = field(default_factory=dict)
 
     def _add(self, table: dict, key, entry: Entry) -> None:
         _refuse_near_misses(entry)
@@ -93,6 +94,9 @@ class Registry:
     def add_model_source(self, entry: Entry) -> None:
         self._add(self.model_sources, entry.name, entry)
 
+    def add_data_source(self, entry: Entry) -> None:
+        self._add(self.data_sources, entry.name, entry)
+
     # lookups -------------------------------------------------------------
     def task(self, name: str):
         if name not in self.aliases:
@@ -114,11 +118,19 @@ class Registry:
                 return entry.obj
         raise UnknownNameError("model source for", ref, list(self.model_sources))
 
+    def data_source_for(self, spec):
+        for entry in self.data_sources.values():
+            if entry.obj.matches(spec):
+                return entry.obj
+        from .data import describe
+
+        raise UnknownNameError("data source for", str(describe(spec)), list(self.data_sources))
+
 
 def _refuse_near_misses(entry: Entry) -> None:
     """A misspelt optional member would be silently ignored (the core reads the declared
     name): refuse an attribute that is a near-miss of a declared member, naming both."""
-    if entry.kind not in ("task", "strategy", "model source"):
+    if entry.kind not in ("task", "strategy", "model source", "data source"):
         return
     targets = [(entry.obj, entry.kind, f"{entry.kind} {entry.name!r}")]
     options = getattr(entry.obj, "options", None)

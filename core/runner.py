@@ -68,17 +68,17 @@ def _first(split: data.Split, limit: int | None) -> None:
         split.dataset = ds.take(limit) if split.streaming else ds.select(range(min(limit, len(ds))))
 
 
-def load_data(task, cfg: RunConfig) -> tuple[dict, dict[str, data.Split]]:
+def load_data(task, cfg: RunConfig, registry) -> tuple[dict, dict[str, data.Split]]:
     """Load, check and set up every split: ``(state, {"train": Split, ...})``. Training rows are
     checked before ``setup`` (state None), the others against the state it derived."""
     opts, t = cfg.task_options, cfg.training
-    train = data.load_split(cfg.data.train, "train", streaming=cfg.data.streaming)
+    train = data.load_split(cfg.data.train, "train", streaming=cfg.data.streaming, registry=registry)
     _first(train, t.max_train_samples)
     if train.streaming:   # setup and its check see the first rows; the rest is checked as it streams
         import datasets
 
         sample = data.Split("train", datasets.Dataset.from_list(list(train.dataset.take(SETUP_ROWS))),
-                            train.where, train.files, train.builder)
+                            train.where, train.files, train.builder, source=train.source)
         data.check(sample, task, opts, None)
         setup_on = sample
     else:
@@ -95,7 +95,7 @@ def load_data(task, cfg: RunConfig) -> tuple[dict, dict[str, data.Split]]:
         spec = getattr(cfg.data, key)
         if spec is None:
             continue
-        split = data.load_split(spec, key)   # evaluation data is never streamed: it is scored whole
+        split = data.load_split(spec, key, registry=registry)   # evaluation data is never streamed: it is scored whole
         _first(split, limit)
         data.check(split, task, opts, state)
         splits[key] = split
@@ -119,7 +119,7 @@ def prepare(config, overrides=(), plugins: Plugins | None = None, overwrite: boo
     run_dir = Path(cfg.output_dir)
     resuming = resume and run_dir.is_dir() and any(run_dir.iterdir())
     replace = _check_output_dir(cfg, run_dir, overwrite, resume, resuming)
-    state, splits = load_data(task, cfg)
+    state, splits = load_data(task, cfg, plugins.registry)
     if resuming:
         _check_resumable(run_dir, splits)
     model_path = plugins.registry.model_source_for(cfg.model).resolve(cfg.model)

@@ -1,6 +1,6 @@
-"""Pieces the core, the apps and the plugins share: atomic writes, hashes, lists, rank 0, cache root, batches.
+"""Pieces the core, the apps and the plugins share: atomic writes, hashes, lists, rank 0, cache root.
 
-Cheap to import: torch is imported only inside :func:`in_batches`.
+Cheap to import: nothing heavy (torch, transformers) is imported here.
 """
 
 from __future__ import annotations
@@ -83,24 +83,3 @@ def cache_root(optional: bool = True) -> Path | None:
     if value and not off:
         return Path(value)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"
-
-
-def in_batches(model, items: list, batch_size: int, run_batch, length=len) -> list:
-    """``run_batch(chunk) -> one result per item`` over ``items`` in batches of similar
-    ``length`` (little padding), under ``torch.inference_mode`` with ``model`` in eval mode
-    (its mode restored after); the results in the items' order. Tasks' ``predict`` use it."""
-    import torch
-
-    order = sorted(range(len(items)), key=lambda i: length(items[i]))
-    out: list = [None] * len(items)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                for i, result in zip(idx, run_batch([items[i] for i in idx])):
-                    out[i] = result
-    finally:
-        model.train(was_training)
-    return out

@@ -255,7 +255,7 @@ class TextClassification:
     def predict(self, model, tokenizer, inputs, state, options, batch_size):
         import torch
 
-        from tunesmith.util import in_batches
+        from tunesmith.plugins import in_batches
 
         names = state["labels"]
         device = next(model.parameters()).device

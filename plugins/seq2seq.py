@@ -327,7 +327,7 @@ class Seq2SeqTask:
         """Generated text for each source (prompt stripped, special tokens dropped)."""
         import torch
 
-        from tunesmith.util import in_batches
+        from tunesmith.plugins import in_batches
 
         kwargs = self.generate_kwargs(tokenizer, options)
         device = next(model.parameters()).device

@@ -284,7 +284,7 @@ class TextGeneration:
                           num_beams=1)
         if options.stop:   # stop early (saves time); the text is cut below either way
             kwargs.update(stop_strings=list(options.stop), tokenizer=tokenizer)
-        from tunesmith.util import in_batches
+        from tunesmith.plugins import in_batches
 
         device = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

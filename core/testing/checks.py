@@ -98,7 +98,7 @@ def _close(a: Any, b: Any, where: str = "prediction", rel: float = 1e-4, abs_: f
 
 
 def _read_rows(path, limit: int | None = None) -> list[dict]:
-    from ..data import iter_raw_rows
+    from tunesmith.plugins.data_sources import iter_raw_rows
 
     rows = []
     for _, row in iter_raw_rows(str(path)):

@@ -115,7 +115,7 @@ def extract(model, dataset, collator, batch_size: int):
     import datasets
     import numpy as np
 
-    from tunesmith.util import in_batches
+    from tunesmith.plugins import in_batches
 
     base = model.base_model
     # the task's collator gets whole rows (a hand-written one may read every row's labels);

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tunesmith import DataError, RowError
-from tunesmith.data import (CHECK_BATCH, check, checked_stream, each_row, encode, iter_raw_rows,
-                            load_split, require_text)
+from tunesmith.data import CHECK_BATCH, check, checked_stream, each_row, encode, load_split, require_text
+from tunesmith.plugins.data_sources import iter_raw_rows
 
 
 class TextTask:
@@ -238,3 +238,44 @@ def test_the_training_order_is_transformers_own(tmp_path):
     assert orders[0] == orders[1] and sorted(orders[0]) == list(range(700))
     assert isinstance(ours._get_train_sampler(dropped).lengths, list)
     assert list(stock._get_eval_sampler(ds)) == list(ours._get_eval_sampler(dropped))
+
+
+class MemorySource:
+    """A plugin's data source: ``memory:NAME`` rows kept in this process, one "line" per row."""
+
+    name = "memory"
+    description = "memory:NAME rows of this test"
+    tables = {"bad": [{"text": "fine"}, {"text": "fine"}, {"text": ""}]}
+
+    def matches(self, spec) -> bool:
+        return isinstance(spec, str) and spec.startswith("memory:")
+
+    def load(self, spec, name, streaming):
+        import datasets
+
+        from tunesmith.data import Split
+
+        return Split(name, datasets.Dataset.from_list(self.tables[spec[7:]]), spec)
+
+    def locate(self, split, index):
+        return "memory.txt", 100 + index, None
+
+
+def test_a_plugin_data_source_loads_before_the_built_ins_and_locates_bad_rows():
+    from tunesmith import UnknownNameError, hookimpl, load_plugins
+    from tunesmith.registry import Registry
+
+    class Plugin:
+        @hookimpl
+        def register_data_sources(self, register):
+            register(MemorySource())
+
+    plugins = load_plugins()
+    plugins.add(Plugin(), "memory")
+    assert list(plugins.registry.data_sources)[0] == "memory"   # tried before "files"
+    split = load_split("memory:bad", "train", registry=plugins.registry)
+    assert split.source.name == "memory" and len(split.dataset) == 3
+    with pytest.raises(DataError, match=r"^memory.txt:102: field 'text': empty text$"):
+        check(split, TextTask(), None, None)
+    with pytest.raises(UnknownNameError, match="unknown data source for 'memory:bad'; available: none"):
+        load_split("memory:bad", "train", registry=Registry())
