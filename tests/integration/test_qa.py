@@ -10,6 +10,8 @@ sentence of the context scores EM 0 / F1 13.7 on these 200 questions, and a wron
 mapping or a broken window/post-processing step lands near or below that. At lr 1e-4
 one epoch is too short (the linear decay leaves ~127 small steps): CI measured F1 14.1.
 The 3-epoch acceptance run of issue 4 is in docs/benchmarks.md (F1 52.1 on all 500).
+With ``precision: auto`` (bf16 autocast on this CPU) the test took 187 s instead of ~370 s,
+at EM 30.5 / F1 48.3 (measured 2026-12-02, quiet machine, `pytest tests/integration/test_qa.py`).
 """
 
 import json
@@ -31,7 +33,10 @@ def test_minilm_one_epoch_beats_the_baseline_and_predicts_spans(tmp_path):
            "data": {"train": str(DATA / "train.jsonl"), "validation": str(DATA / "validation.jsonl"),
                     "max_length": 256, "doc_stride": 85},
            "strategy": "full",
-           "training": {"epochs": 1, "learning_rate": 3e-4, "warmup_ratio": 0.1, "max_eval_samples": 200}}
+           # precision auto: bf16 mixed precision where the CPU runs it natively (this machine), else
+           # float32; both clear the thresholds (see the docstring), and bf16 trains faster
+           "training": {"epochs": 1, "learning_rate": 3e-4, "warmup_ratio": 0.1, "max_eval_samples": 200,
+                        "precision": "auto"}}
     result = tunesmith.train(cfg, quiet=True)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["eval"]
     print("qa-integration", metrics)

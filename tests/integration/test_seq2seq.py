@@ -25,7 +25,8 @@ def _bert2bert(tmp_path, task, data, extra):
             "data": {"train": str(data / "train.jsonl"), "validation": str(data / "validation.jsonl"), **extra},
             "strategy": {"name": "full"}, "generation": {"max_new_tokens": 24},
             "training": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-4, "max_train_samples": 160,
-                         "max_eval_samples": 16, "logging_steps": 5, "save_total_limit": 1}}
+                         "max_eval_samples": 16, "logging_steps": 5, "save_total_limit": 1,
+                         "precision": "auto"}}   # bf16 where the CPU runs it natively: faster
 
 
 @pytest.mark.parametrize("task,folder,extra,keys", [
