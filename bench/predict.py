@@ -135,6 +135,7 @@ def main() -> None:
                "batch_size": args.batch_size, "bf16_batch_size": args.bf16_batch_size,
                "int8_batch_size": args.int8_batch_size, "cpu_cores": len(os.sched_getaffinity(0)),
                "load_average": [round(x, 2) for x in os.getloadavg()],   # other processes on the cores
+               "cpu": cpu_description(),   # AMX or not changes the float32/bf16/int8 ratios a lot
                "torch_threads": torch.get_num_threads(), "onnx_intra_op_threads": len(os.sched_getaffinity(0)),
                "table": table, "float_bytes": float_bytes, "int8_bytes": int8_bytes,
                "size_ratio": round(float_bytes / int8_bytes, 2),
@@ -145,6 +146,18 @@ def main() -> None:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     replace_section(DOC, "deploy", render(results))
     print(render(results))
+
+
+def cpu_description() -> str:
+    """The CPU model and the matrix extensions that decide these ratios (Linux; else "unknown")."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    have = [f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
+    return f"{model} ({', '.join(have) or 'no AVX-512 BF16/VNNI, no AMX'})"
 
 
 def render(r: dict) -> str:
@@ -163,7 +176,7 @@ def render(r: dict) -> str:
               f"MiniLM-L6 full fine-tune on {r['train_rows']} SST-2 rows; same weights everywhere; best of "
               f"{r['rounds']} alternating rounds in one process, batch size {r['batch_size']} (bf16 row: "
               f"{r.get('bf16_batch_size', r['batch_size'])}, second int8 row: {r.get('int8_batch_size', r['batch_size'])}); "
-              f"{r['cpu_cores']} CPU cores (torch threads {r['torch_threads']}, onnxruntime intra-op threads "
+              f"{r['cpu_cores']} CPU cores{', ' + r['cpu'] if r.get('cpu') else ''} (torch threads {r['torch_threads']}, onnxruntime intra-op threads "
               f"{r['onnx_intra_op_threads']}){load}; measured {r['date']} under the CPU lock. Command: "
               "`flock /tmp/tunesmith-cpu.lock .venv/bin/python bench/predict.py`."]
     return "\n".join(lines)
