@@ -150,12 +150,13 @@ def main() -> None:
 
 def cpu_description() -> str:
     """The CPU model and the matrix extensions that decide these ratios (Linux; else "unknown")."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from tunesmith.precision import cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
         return "unknown"
+    info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     have = [f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
     return f"{model} ({', '.join(have) or 'no AVX-512 BF16/VNNI, no AMX'})"
 
