@@ -79,6 +79,11 @@ def load_split(spec, name: str, *, streaming: bool = False, registry=None) -> Sp
         from .manager import load_plugins
 
         registry = load_plugins().registry
+    import datasets  # noqa: F401  (every source loads through it; imported here so it is silenced)
+
+    from .progress import silence_libraries
+
+    silence_libraries()
     source = registry.data_source_for(spec)
     split = source.load(spec, name, streaming)
     split.source = source

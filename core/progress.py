@@ -81,14 +81,12 @@ def silence_libraries(load: bool = False) -> None:
     (``load``: import transformers for it, for a command that loads a model next)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=LIBRARIES)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=LIBRARIES)
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
-    # transformers only once something imported it (a config error stays fast); the runner
-    # calls this again right after its import
+    # datasets and transformers only once something imported them, so a config error stays
+    # fast (importing datasets costs a second); data.load_split and the runner call this
+    # again right after their imports
+    ds = sys.modules.get("datasets")
+    if ds is not None:
+        ds.disable_progress_bars()
     if load:
         import importlib
 
