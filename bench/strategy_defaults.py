@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from tunesmith import load_plugins
 
-    strategies = load_plugins().registry
+    registry = load_plugins().registry
     common = ["--set", f"data.train={args.data / 'train.jsonl'}", "--set", f"data.validation={args.data / 'validation.jsonl'}",
               "--set", "training.max_train_samples=2000", "--set", "training.epochs=1"]
     cli = [sys.executable, "-m", "tunesmith"]
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         for name in args.strategies.split(","):
             lo, hi = RANGES[name]
-            default_lr = strategies.strategy(name).default_learning_rate
+            default_lr = registry.strategy(name).default_learning_rate
             opts = [*common, "--set", f"strategy.name={name}"]
             wall = _run([*cli, "train", str(REPO / "examples" / "sentiment.yaml"), "--quiet", *opts,
                          "--set", f"output_dir={tmp / name}"])
