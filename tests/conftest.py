@@ -54,6 +54,45 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     return rows
 
 
+@pytest.fixture
+def cli_here(capfd, monkeypatch):
+    """``tunesmith ARGS`` run in this process: ``cli_here(*args, input=None, cwd=None)``
+    returns a CompletedProcess like ``run_cli``. For the many error-message cases, where a
+    fresh interpreter would cost seconds of imports per case; the real subprocess keeps
+    its own tests. stderr is read at the file-descriptor level (library handlers included),
+    and warnings, which pytest would swallow, are appended to it as a fresh ``python -m
+    tunesmith`` would print them (Python's default filters)."""
+    import io
+    import subprocess
+    import warnings
+
+    from tunesmith import cli
+
+    def run(*args, input=None, cwd=None):
+        argv = [str(a) for a in args]
+        capfd.readouterr()
+        if input is not None:
+            data = input.encode() if isinstance(input, str) else input
+            monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.resetwarnings()   # what an interpreter without -W starts with
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            warnings.simplefilter("ignore", ImportWarning)
+            warnings.simplefilter("ignore", ResourceWarning)
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:   # argparse
+                code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capfd.readouterr()
+        err += "".join(f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}\n" for w in seen)
+        return subprocess.CompletedProcess(["tunesmith", *argv], code, out, err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_vocab(tmp_path_factory) -> Path:
     """A WordPiece vocabulary from the bundled SST-2 sample (words + characters)."""

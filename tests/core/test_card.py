@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
-
 
 def _matter(path: Path) -> dict:
     from tunesmith.plugins.card import read_front_matter
@@ -35,7 +33,7 @@ def _check_card(meta: dict, metrics: dict, library: str) -> None:
     assert "macro" in f1["description"]
 
 
-def test_run_and_export_cards_carry_hub_metadata_matching_metrics_json(sst2_small, tmp_path):
+def test_run_and_export_cards_carry_hub_metadata_matching_metrics_json(sst2_small, tmp_path, cli_here):
     run_dir = tmp_path / "run"
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({
@@ -45,7 +43,7 @@ def test_run_and_export_cards_carry_hub_metadata_matching_metrics_json(sst2_smal
         "strategy": {"name": "full"},
         "training": {"max_steps": 2, "batch_size": 8, "max_train_samples": 16, "max_eval_samples": 12,
                      "logging_steps": 1}}))
-    proc = run_cli("train", config, "--quiet")
+    proc = cli_here("train", config, "--quiet")   # the CLI, in this process
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["rows"] == {"train": 16, "validation": 12}
@@ -57,7 +55,7 @@ def test_run_and_export_cards_carry_hub_metadata_matching_metrics_json(sst2_smal
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     out = tmp_path / "exported"
-    proc = run_cli("export", run_dir, "--out", out, "--quiet", "--output", tmp_path / "export.json")
+    proc = cli_here("export", run_dir, "--out", out, "--quiet", "--output", tmp_path / "export.json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "export.json").read_text())["out"] == str(out)
     _check_card(_matter(out / "README.md"), metrics, "transformers")

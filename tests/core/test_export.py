@@ -69,11 +69,11 @@ def test_hf_export_pipeline_parity_without_tunesmith(runs, strategy, tmp_path):
     assert_same(pipeline_without_tunesmith(out, texts, tmp_path), ours)
 
 
-def test_export_refuses_existing_folder_and_leaves_nothing(runs, tmp_path):
+def test_export_refuses_existing_folder_and_leaves_nothing(runs, tmp_path, cli_here):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    proc = run_cli("export", runs["full"], "--out", out)
+    proc = cli_here("export", runs["full"], "--out", out)
     assert proc.returncode == 2 and "exists and is not empty" in proc.stderr
     assert (out / "keep.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]   # no temporary folder left

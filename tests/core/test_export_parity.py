@@ -1,6 +1,8 @@
 """Export parity (issue 15): every export is loaded the way a user would, in a Python
 without tunesmith, and must reproduce the run's predictions on its validation rows
-(``parity.json``); what plain transformers cannot reproduce is refused."""
+(``parity.json``); what plain transformers cannot reproduce is refused. The CLI runs as a
+real subprocess for the full and int8 exports, in this process (cli_here) for the others;
+the parity check itself always runs in its own interpreter."""
 
 import json
 
@@ -49,17 +51,17 @@ def test_hf_export_parity_per_strategy(runs, strategy, tmp_path):
     _parity(tmp_path / "hf")
 
 
-def test_mean_pooled_frozen_run_refuses_hf_and_exports_onnx(runs, tmp_path):
+def test_mean_pooled_frozen_run_refuses_hf_and_exports_onnx(runs, tmp_path, cli_here):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "hf"
-    proc = run_cli("export", runs["frozen-mean"], "--out", out)
+    proc = cli_here("export", runs["frozen-mean"], "--out", out)
     assert proc.returncode == 2
     line = proc.stderr.strip()
     assert line.startswith("tunesmith: error:") and "\n" not in line
     assert "MEAN of the token vectors" in line and "--format onnx" in line and "strategy.pooling=cls" in line
     assert list(tmp_path.iterdir()) == []   # nothing written, no temporary folder
     # ONNX carries the mean pooling in its graph: exact parity with onnxruntime alone
-    proc = run_cli("export", runs["frozen-mean"], "--out", tmp_path / "onnx", "--format", "onnx")
+    proc = cli_here("export", runs["frozen-mean"], "--out", tmp_path / "onnx", "--format", "onnx")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _parity(tmp_path / "onnx")["max_score_diff"] <= 1e-4
 
@@ -89,7 +91,7 @@ def test_failed_parity_leaves_nothing(runs, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_int8_onnx_export_and_onnx_backend(runs, tmp_path):
+def test_int8_onnx_export_and_onnx_backend(runs, tmp_path, cli_here):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "int8"
     proc = run_cli("export", runs["full"], "--out", out, "--format", "onnx", "--quantize", "int8")
@@ -117,12 +119,12 @@ def test_int8_onnx_export_and_onnx_backend(runs, tmp_path):
     agree = sum(a["label"] == b["label"] for a, b in zip(onnx_answers, torch_answers))
     assert len(onnx_answers) == 20 and agree >= 19
     # a run directory is not an ONNX export: one clear line
-    bad = run_cli("predict", runs["full"], "--backend", "onnx", "--input", src)
+    bad = cli_here("predict", runs["full"], "--backend", "onnx", "--input", src)
     assert bad.returncode == 2 and "tunesmith export" in bad.stderr and "--format onnx" in bad.stderr
 
 
-def test_onnx_refused_for_qa(qa_run, tmp_path):
-    proc = run_cli("export", qa_run, "--out", tmp_path / "x", "--format", "onnx")
+def test_onnx_refused_for_qa(qa_run, tmp_path, cli_here):
+    proc = cli_here("export", qa_run, "--out", tmp_path / "x", "--format", "onnx")
     assert proc.returncode == 2 and "does not support ONNX export" in proc.stderr
     assert not (tmp_path / "x").exists()
 
@@ -155,8 +157,8 @@ def qa_run(tiny_bert, tmp_path_factory):
     return tunesmith.train(cfg, quiet=True).run_dir
 
 
-def test_qa_hf_export_parity(qa_run, tmp_path):
-    proc = run_cli("export", qa_run, "--out", tmp_path / "hf")
+def test_qa_hf_export_parity(qa_run, tmp_path, cli_here):
+    proc = cli_here("export", qa_run, "--out", tmp_path / "hf")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = _parity(tmp_path / "hf")
     assert report["rows"] == 12 and "AutoModelForQuestionAnswering" in report["loaded_with"]
@@ -167,7 +169,7 @@ PAIRS = [("the film is good", "good is film the"), ("a funny movie", "movie funn
          ("the plot is dull", "dull is plot the"), ("a great cast", "cast great a")]
 
 
-def test_generation_hf_export_parity(tiny_bert, tmp_path):
+def test_generation_hf_export_parity(tiny_bert, tmp_path, cli_here):
     rows = [{"source": s, "target": t} for s, t in PAIRS]
     cfg = {"task": "translation", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),   # bert2bert
            "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", rows * 4)),
@@ -175,7 +177,7 @@ def test_generation_hf_export_parity(tiny_bert, tmp_path):
            "strategy": {"name": "full"}, "generation": {"max_new_tokens": 6},
            "training": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3}}
     run_dir = tunesmith.train(cfg, quiet=True).run_dir
-    proc = run_cli("export", run_dir, "--out", tmp_path / "hf")
+    proc = cli_here("export", run_dir, "--out", tmp_path / "hf")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = _parity(tmp_path / "hf")
     assert report["rows"] == 8 and "generate()" in report["loaded_with"]

@@ -1,5 +1,7 @@
 """``--overwrite`` deletes only a run directory tunesmith made, and never one holding the
-config, the data or the base model the run reads (each through the real CLI)."""
+config, the data or the base model the run reads. Through the CLI: the real ``python -m
+tunesmith`` for the replace-a-run round trip, the same CLI in this process (cli_here) for
+the refusals."""
 
 from __future__ import annotations
 
@@ -42,54 +44,54 @@ def _refused(done, *parts) -> str:
     return line
 
 
-def test_output_dir_holding_config_and_data_is_never_deleted(tmp_path, tiny_bert):
+def test_output_dir_holding_config_and_data_is_never_deleted(tmp_path, tiny_bert, cli_here):
     proj = tmp_path / "proj"
     cfg = _project(proj, tiny_bert, output_dir=str(proj))
     before = _snapshot(proj)
-    line = _refused(run_cli("train", cfg, "--overwrite", *SMALL), "not a tunesmith run directory",
+    line = _refused(cli_here("train", cfg, "--overwrite", *SMALL), "not a tunesmith run directory",
                     "nothing was deleted")
     assert "--overwrite" in line   # says what --overwrite replaces
     assert _snapshot(proj) == before
 
 
-def test_run_dir_that_holds_the_config_is_never_deleted(tmp_path, tiny_bert):
+def test_run_dir_that_holds_the_config_is_never_deleted(tmp_path, tiny_bert, cli_here):
     """Even a real run directory is kept when the config or data live inside it."""
     proj = tmp_path / "proj"
     cfg = _project(proj, tiny_bert, output_dir=str(proj))
     (proj / "tunesmith.json").write_text(json.dumps({"tunesmith_version": "0.1.0", "status": "failed"}))
     before = _snapshot(proj)
-    _refused(run_cli("train", cfg, "--overwrite", *SMALL), "contains", "which this run reads",
+    _refused(cli_here("train", cfg, "--overwrite", *SMALL), "contains", "which this run reads",
              "nothing was deleted")
     assert _snapshot(proj) == before
 
 
-def test_output_dir_equal_to_the_base_model_is_never_deleted(tmp_path, tiny_bert):
+def test_output_dir_equal_to_the_base_model_is_never_deleted(tmp_path, tiny_bert, cli_here):
     model = tmp_path / "base-model"
     shutil.copytree(tiny_bert, model)
     cfg = _project(tmp_path / "proj", model, output_dir=str(model))
     before = _snapshot(model)
-    _refused(run_cli("train", cfg, "--overwrite", *SMALL), "not a tunesmith run directory")
+    _refused(cli_here("train", cfg, "--overwrite", *SMALL), "not a tunesmith run directory")
     assert _snapshot(model) == before
 
 
-def test_run_dir_whose_model_is_the_base_is_never_deleted(tmp_path, tiny_bert):
+def test_run_dir_whose_model_is_the_base_is_never_deleted(tmp_path, tiny_bert, cli_here):
     """Continue training from a run's own model/ into the same output_dir: refused."""
     cfg = _project(tmp_path / "proj", tiny_bert, output_dir=str(tmp_path / "run"))
-    assert run_cli("train", cfg, *SMALL).returncode == 0
+    assert cli_here("train", cfg, *SMALL).returncode == 0
     again = _project(tmp_path / "proj2", tmp_path / "run" / "model", output_dir=str(tmp_path / "run"))
     before = _snapshot(tmp_path / "run")
-    _refused(run_cli("train", again, "--overwrite", *SMALL), "contains", "model", "nothing was deleted")
+    _refused(cli_here("train", again, "--overwrite", *SMALL), "contains", "model", "nothing was deleted")
     assert _snapshot(tmp_path / "run") == before
 
 
-def test_root_and_files_are_refused_without_suggesting_overwrite(tmp_path, tiny_bert):
+def test_root_and_files_are_refused_without_suggesting_overwrite(tmp_path, tiny_bert, cli_here):
     cfg = _project(tmp_path / "proj", tiny_bert, output_dir="/")
-    line = _refused(run_cli("train", cfg, *SMALL), "already exists")
+    line = _refused(cli_here("train", cfg, *SMALL), "already exists")
     assert "--overwrite" not in line   # / is no run directory: --overwrite would not help
-    _refused(run_cli("train", cfg, "--overwrite", *SMALL), "not a tunesmith run directory")
+    _refused(cli_here("train", cfg, "--overwrite", *SMALL), "not a tunesmith run directory")
     (tmp_path / "afile").write_text("keep", encoding="utf-8")
     cfg = _project(tmp_path / "proj", tiny_bert, output_dir=str(tmp_path / "afile"))
-    _refused(run_cli("train", cfg, "--overwrite", *SMALL), "is not a directory")
+    _refused(cli_here("train", cfg, "--overwrite", *SMALL), "is not a directory")
     assert (tmp_path / "afile").read_text() == "keep"
 
 

@@ -9,7 +9,7 @@ import yaml
 
 import tunesmith
 from tunesmith import hookimpl, load_plugins, precision
-from tests.conftest import read_jsonl, run_cli
+from tests.conftest import read_jsonl
 
 
 def test_detection_reads_the_cpu_flags(tmp_path, monkeypatch):
@@ -108,10 +108,10 @@ def test_bf16_training_end_to_end_weights_stay_float32(tiny_config, sst2_small):
     assert set(bf16.evaluate(sst2_small["validation"])) >= {"accuracy", "rows"}
 
 
-def test_bad_precision_values_one_line_exit_2(tiny_config, tmp_path):
+def test_bad_precision_values_one_line_exit_2(tiny_config, tmp_path, cli_here):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(tiny_config))
-    proc = run_cli("train", config, "--set", "training.precision=fp8")
+    proc = cli_here("train", config, "--set", "training.precision=fp8")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"tunesmith: error: {config}: training.precision must be one of auto, fp32, bf16, fp16, got 'fp8'"]
@@ -119,11 +119,11 @@ def test_bad_precision_values_one_line_exit_2(tiny_config, tmp_path):
     import torch
 
     if not torch.cuda.is_available():   # fp16 autocast needs a GPU: refused before the run dir exists
-        proc = run_cli("train", config, "--set", "training.precision=fp16")
+        proc = cli_here("train", config, "--set", "training.precision=fp16")
         assert proc.returncode == 2 and not (tmp_path / "run").exists()
         assert proc.stderr.strip().splitlines() == [
             f"tunesmith: error: {config}: training.precision: fp16 needs a CUDA GPU; on CPU use bf16 or auto"]
-    proc = run_cli("predict", tmp_path / "no-run", "--input", "-", "--precision", "half", input="hi\n")
+    proc = cli_here("predict", tmp_path / "no-run", "--input", "-", "--precision", "half", input="hi\n")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "tunesmith: error: --precision must be one of auto, fp32, bf16, fp16, got 'half'"]

@@ -17,7 +17,7 @@ def run_dir(tiny_bert, sst2_small, tmp_path_factory):
     return train_tiny(tiny_bert, sst2_small, tmp_path_factory.mktemp("predict") / "run")
 
 
-def test_cli_round_trip_keeps_input_order(run_dir, tmp_path):
+def test_cli_round_trip_keeps_input_order(run_dir, tmp_path, cli_here):
     texts = [r["text"] for r in read_jsonl(SAMPLE / "validation.jsonl", 40)]
     # mixed forms: objects, JSON strings, raw text lines; a blank line is ignored
     lines = [json.dumps({"text": t, "label": 1}) if i % 3 == 0 else json.dumps(t) if i % 3 == 1 else t
@@ -34,15 +34,15 @@ def test_cli_round_trip_keeps_input_order(run_dir, tmp_path):
     assert [g["label"] for g in got] == [e["label"] for e in expected]
     assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], abs=1e-5)
 
-    piped = run_cli("predict", run_dir, "--input", "-", input=src.read_text())
+    piped = cli_here("predict", run_dir, "--input", "-", input=src.read_text())   # the same CLI, in process
     assert piped.returncode == 0 and [json.loads(x) for x in piped.stdout.splitlines()] == got
 
 
-def test_bad_row_names_the_line_and_writes_nothing(run_dir, tmp_path):
+def test_bad_row_names_the_line_and_writes_nothing(run_dir, tmp_path, cli_here):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "fine"}\nok\n{"txt": "oops"}\n{"text": "good"\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    proc = run_cli("predict", run_dir, "--input", src, "--output", out)
+    proc = cli_here("predict", run_dir, "--input", src, "--output", out)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()[-1]
     assert err == f"tunesmith: error: {src}:3: field 'text': missing column 'text' (columns: 'txt')"
@@ -50,15 +50,15 @@ def test_bad_row_names_the_line_and_writes_nothing(run_dir, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".out.jsonl*")), "partial output left behind"
 
     src.write_text('{"text": "fine"}\n{"text": "good"\n', encoding="utf-8")
-    proc = run_cli("predict", run_dir, "--input", src)
+    proc = cli_here("predict", run_dir, "--input", src)
     assert proc.returncode == 2 and f"{src}:2: malformed JSON" in proc.stderr and proc.stdout == ""
 
 
-def test_skip_bad_rows_reports_how_many(run_dir, tmp_path):
+def test_skip_bad_rows_reports_how_many(run_dir, tmp_path, cli_here):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "fine"}\n{"txt": "x"}\n[1, 2]\n{"text": ""}\n"a good film"\n{"text": 3}\n',
                    encoding="utf-8")
-    proc = run_cli("predict", run_dir, "--input", src, "--skip-bad-rows")
+    proc = cli_here("predict", run_dir, "--input", src, "--skip-bad-rows")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2
     assert "skipped 4 bad row(s)" in proc.stderr and "line 2, 3, 4, 6" in proc.stderr

@@ -291,7 +291,7 @@ def test_every_strategy_trains_saves_and_reloads(strategy, tiny_bert, qa_small, 
         (result.run_dir / "README.md").read_text()
 
 
-def test_predict_cli_and_bad_input(tiny_bert, qa_small, tmp_path):
+def test_predict_cli_and_bad_input(tiny_bert, qa_small, tmp_path, cli_here):
     cfg = {"task": "question-answering", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
            "data": {"train": str(qa_small["train"]), "validation": str(qa_small["validation"]),
                     "max_length": 128, "doc_stride": 32},
@@ -303,7 +303,7 @@ def test_predict_cli_and_bad_input(tiny_bert, qa_small, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (out,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert context[out["start"]:out["start"] + len(out["answer"])] == out["answer"] != ""
-    bad = run_cli("predict", tmp_path / "run", "--input", "-", input='{"question": "Which topic?"}\n')
+    bad = cli_here("predict", tmp_path / "run", "--input", "-", input='{"question": "Which topic?"}\n')
     assert bad.returncode == 2 and "<stdin>:1: field 'context': missing column 'context'" in bad.stderr
     # --skip-bad-rows: the task's check_input (declared member; once misspelt check_inputs,
     # so nothing was skipped) refuses a bad line before it reaches a batch
@@ -311,7 +311,7 @@ def test_predict_cli_and_bad_input(tiny_bert, qa_small, tmp_path):
     good = json.dumps({"question": "Which topic?", "context": "The topic is birds."})
     src.write_text(f'{good}\n{{"question": "Which topic?"}}\n{good}\n{{"question": "", "context": "x"}}\n',
                    encoding="utf-8")
-    skipped = run_cli("predict", tmp_path / "run", "--input", src, "--skip-bad-rows")
+    skipped = cli_here("predict", tmp_path / "run", "--input", src, "--skip-bad-rows")
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert len(skipped.stdout.splitlines()) == 2
     assert "skipped 2 bad row(s)" in skipped.stderr and "line 2, 4" in skipped.stderr

@@ -211,13 +211,13 @@ def test_metrics_scale_and_names():
     assert s["rouge1"] == pytest.approx(100 * 2 * (1.0 * 2 / 3) / (1.0 + 2 / 3), abs=1e-3)
 
 
-def test_cli_predict_reads_lines(tiny_models, pairs, tmp_path):
+def test_cli_predict_reads_lines(tiny_models, pairs, tmp_path, cli_here):
     train(_config(tiny_models["bart"], pairs, tmp_path / "run", epochs=2), quiet=True)
     proc = run_cli("predict", tmp_path / "run", "--input", "-", input="the film is good\n{\"source\": \"a funny movie\"}\n")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert len(lines) == 2 and all(isinstance(x["translation_text"], str) for x in lines)
-    bad = run_cli("predict", tmp_path / "run", "--input", "-", input="{\"text\": \"x\"}\n")
+    bad = cli_here("predict", tmp_path / "run", "--input", "-", input="{\"text\": \"x\"}\n")
     assert bad.returncode == 2 and "source" in bad.stderr
 
 
