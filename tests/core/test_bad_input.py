@@ -256,18 +256,18 @@ def test_bad_input_cli(case, tmp_path, tiny_bert, cli_here):
     _record(name, lines[0])
 
 
-def test_output_dir_exists_refused_then_overwrite(tmp_path, tiny_bert):
+def test_output_dir_exists_refused_then_overwrite(tmp_path, tiny_bert, cli_here):
     ctx = Ctx(tmp_path, tiny_bert)
     ctx.out.mkdir()   # a run directory tunesmith made (its manifest says so) with a stale file
     (ctx.out / "tunesmith.json").write_text('{"tunesmith_version": "0.1.0", "status": "failed"}')
     (ctx.out / "keep.txt").write_text("precious")
-    done = run_cli("train", ctx.write(), "--quiet", "--set", "training.max_train_samples=8")
+    done = cli_here("train", ctx.write(), "--quiet", "--set", "training.max_train_samples=8")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "already exists" in line and "--overwrite" in line
     assert (ctx.out / "keep.txt").read_text() == "precious"
     _record("output-dir-exists", line)
-    ok = run_cli("train", ctx.write(), "--quiet", "--overwrite", "--set", "training.max_train_samples=8")
+    ok = cli_here("train", ctx.write(), "--quiet", "--overwrite", "--set", "training.max_train_samples=8")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert not (ctx.out / "keep.txt").exists() and (ctx.out / "model").is_dir()
     # --quiet: stdout is the one JSON result (no Trainer log dicts), fit for a pipe into jq

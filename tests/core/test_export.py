@@ -52,10 +52,10 @@ def runs(tiny_bert, sst2_small, tmp_path_factory):
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
-def test_hf_export_pipeline_parity_without_tunesmith(runs, strategy, tmp_path):
+def test_hf_export_pipeline_parity_without_tunesmith(runs, strategy, tmp_path, cli_here):
     run_dir = runs[strategy]
     out = tmp_path / "exported"
-    proc = run_cli("export", run_dir, "--out", out)
+    proc = cli_here("export", run_dir, "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert summary["format"] == "hf" and "model.safetensors" in summary["files"]
